@@ -1,0 +1,30 @@
+"""Pure analysis of the knowledge gap between a teacher and a student.
+
+Tensors / arrays in; floats, numpy arrays or pandas DataFrames out. No plotting, no Streamlit.
+Modules: attention (AT maps, Grad-CAM, saliency, IG), cka (linear / RBF / minibatch CKA),
+relations (cosine / RKD relation matrices, dark knowledge), logits (agreement, calibration,
+disagreements), embeddings (2-D projections), probes (per-epoch probe files).
+Every view accepts a loaded probe's dicts directly (see probes.py for the format).
+"""
+from .attention import (activation_attention, at_map, black_baseline, class_mean_maps, gradcam,
+                        integrated_gradients, map_gap, normalize_maps, saliency, stage_attention)
+from .cka import (CKAAccumulator, cka_matrix, cka_over_epochs, features_for, hsic_unbiased, linear_cka,
+                  minibatch_cka, rbf_cka, stage_features)
+from .embeddings import project, tsne_perplexity
+from .logits import (agreement, calibration, confusion, disagreements, per_class_accuracy, per_sample_kl,
+                     soften)
+from .probes import PROBE_VERSION, capture_probe, list_probes, load_probe, probe_path, save_probe
+from .relations import (class_boundaries, cosine_gram, dark_knowledge, relation_gap, rkd_angle_stats,
+                        rkd_distance_matrix, sort_by_class)
+
+__all__ = [
+    "activation_attention", "at_map", "black_baseline", "class_mean_maps", "gradcam",
+    "integrated_gradients", "map_gap", "normalize_maps", "saliency", "stage_attention",
+    "CKAAccumulator", "cka_matrix", "cka_over_epochs", "features_for", "hsic_unbiased", "linear_cka",
+    "minibatch_cka", "rbf_cka", "stage_features",
+    "project", "tsne_perplexity",
+    "agreement", "calibration", "confusion", "disagreements", "per_class_accuracy", "per_sample_kl", "soften",
+    "PROBE_VERSION", "capture_probe", "list_probes", "load_probe", "probe_path", "save_probe",
+    "class_boundaries", "cosine_gram", "dark_knowledge", "relation_gap", "rkd_angle_stats",
+    "rkd_distance_matrix", "sort_by_class",
+]

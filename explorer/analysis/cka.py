@@ -1,0 +1,422 @@
+"""Centred kernel alignment between layer representations.
+
+Linear and RBF CKA follow Kornblith et al. 2019 ("Similarity of Neural Network Representations
+Revisited"); minibatch CKA follows Nguyen et al. 2021 ("Do Wide and Deep Networks Learn the Same
+Things?"), using the unbiased HSIC estimator of Song et al. 2012 summed over minibatches.
+
+Conventions
+- Features are (n, ...) tensors or arrays, flattened per sample to (n, d).
+- Maths is float64 (features are centred and rescaled in float64 first; CKA is invariant to
+  isotropic scaling, so rescaling to unit norm only protects against under/overflow: features of
+  scale 1e-6 and 1e6 give the same value).
+- A stage whose features are constant over the samples has no centred Gram matrix, so CKA is
+  undefined: we raise ValueError naming the stage rather than returning a silent 0 or NaN.
+- `cka_matrix(kind="linear")` computes each stage's centred Gram matrix once; the (n, d) x (d, n)
+  products are done in `gram_dtype` (float32 by default: ~2x faster on CPU, relative error ~1e-6,
+  on features already centred and rescaled in float64), everything after that in float64.
+  Pass gram_dtype=torch.float64 for bit-for-bit float64.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..models.taps import tap
+from ._util import as_tensor, eval_mode, model_device
+
+__all__ = [
+    "linear_cka", "rbf_cka", "minibatch_cka", "CKAAccumulator", "cka_matrix", "features_for",
+    "cka_over_epochs", "stage_features", "hsic_unbiased",
+]
+
+_CONST_RTOL = 1e-12
+
+
+# ----------------------------------------------------------------------------------- helpers
+def stage_features(feats) -> dict[str, torch.Tensor]:
+    """Accept {name: tensor}, a probe side {"stages": [...], "stage_names": [...]}, or a list."""
+    if isinstance(feats, Mapping) and "stages" in feats and "stage_names" in feats:
+        names, stages = list(feats["stage_names"]), list(feats["stages"])
+        if len(names) != len(stages):
+            raise ValueError(f"probe has {len(stages)} stages but {len(names)} stage_names")
+        return dict(zip(names, stages))
+    if isinstance(feats, Mapping):
+        return dict(feats)
+    if isinstance(feats, (list, tuple)):
+        return {f"stage{i}": f for i, f in enumerate(feats)}
+    raise TypeError(f"expected a dict of stage features or a probe side dict, got {type(feats).__name__}")
+
+
+def _centred(x, name: str, dtype=torch.float64) -> torch.Tensor:
+    """(n, ...) -> centred, unit-Frobenius-norm (n, d) in `dtype`; raise if constant."""
+    t = as_tensor(x)
+    if t.dim() < 1:
+        raise ValueError(f"stage {name!r}: features must be (n, ...), got a scalar")
+    n = t.shape[0]
+    if n < 2:
+        raise ValueError(f"stage {name!r}: CKA needs at least 2 samples; got n={n}")
+    t = t.reshape(n, -1)
+    t64 = t.to(torch.float64)
+    if not torch.isfinite(t64).all():
+        raise ValueError(f"stage {name!r}: features contain NaN or inf")
+    scale_in = t64.abs().max()
+    if scale_in == 0:
+        raise ValueError(f"stage {name!r}: features are constant (all zero) over the {n} samples; "
+                         "CKA is undefined for a constant representation")
+    t64 = t64 / scale_in                      # bring to O(1) before squaring anything
+    xc = t64 - t64.mean(0, keepdim=True)
+    norm = torch.linalg.vector_norm(xc)
+    if norm <= _CONST_RTOL * torch.linalg.vector_norm(t64):
+        raise ValueError(f"stage {name!r}: features are constant over the {n} samples; "
+                         "CKA is undefined for a constant representation")
+    xc = xc / norm
+    return xc.to(dtype)
+
+
+def _centre_gram(k: torch.Tensor) -> torch.Tensor:
+    """H K H with H = I - 11^T/n."""
+    return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
+
+
+def _cosine(kc: torch.Tensor, lc: torch.Tensor) -> float:
+    num = (kc * lc).sum()
+    den = torch.linalg.vector_norm(kc) * torch.linalg.vector_norm(lc)
+    return float((num / den).clamp(-1.0, 1.0))
+
+
+def _check_n(x, y):
+    nx, ny = as_tensor(x).shape[0], as_tensor(y).shape[0]
+    if nx != ny:
+        raise ValueError(f"CKA compares the same samples: got n={nx} and n={ny}")
+
+
+# ----------------------------------------------------------------------------------- linear / rbf
+def linear_cka(x, y) -> float:
+    """Linear CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), float64, exact.
+
+    Uses the feature-space form when both dims are below n, the Gram (n x n) form otherwise.
+    """
+    _check_n(x, y)
+    xc, yc = _centred(x, "x"), _centred(y, "y")
+    n, dx, dy = xc.shape[0], xc.shape[1], yc.shape[1]
+    if dx * dy + dx * dx + dy * dy < n * (dx + dy):
+        num = torch.linalg.matrix_norm(yc.T @ xc) ** 2
+        den = torch.linalg.matrix_norm(xc.T @ xc) * torch.linalg.matrix_norm(yc.T @ yc)
+        return float((num / den).clamp(-1.0, 1.0))
+    return _cosine(xc @ xc.T, yc @ yc.T)
+
+
+def _rbf_gram(xc: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
+    sq = (xc * xc).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (xc @ xc.T)).clamp_min(0.0)
+    d2.fill_diagonal_(0.0)
+    n = d2.shape[0]
+    off = d2[~torch.eye(n, dtype=torch.bool)]
+    med = off.median()
+    if med <= 0:
+        raise ValueError(f"stage {name!r}: median pairwise distance is 0 (most samples identical); "
+                         "the RBF bandwidth is undefined")
+    sigma2 = (sigma_frac ** 2) * med           # sigma = sigma_frac * median distance
+    return torch.exp(-d2 / (2.0 * sigma2))
+
+
+def rbf_cka(x, y, sigma_frac: float = 0.8) -> float:
+    """RBF-kernel CKA; bandwidth sigma = sigma_frac x the median pairwise Euclidean distance
+    (per representation), as in Kornblith et al. 2019."""
+    _check_n(x, y)
+    if sigma_frac <= 0:
+        raise ValueError("sigma_frac must be > 0")
+    k = _rbf_gram(_centred(x, "x"), sigma_frac, "x")
+    l = _rbf_gram(_centred(y, "y"), sigma_frac, "y")
+    return _cosine(_centre_gram(k), _centre_gram(l))
+
+
+# ----------------------------------------------------------------------------------- minibatch
+def _check_batch(n: int):
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC needs at least 4 samples per batch; got n={n}")
+
+
+def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> float:
+    """Unbiased HSIC_1 (Song et al. 2012) of two (n, n) kernel matrices, n >= 4."""
+    n = k.shape[0]
+    _check_batch(n)
+    k = k.to(torch.float64).clone().fill_diagonal_(0.0)
+    l = l.to(torch.float64).clone().fill_diagonal_(0.0)
+    v = ((k * l).sum() + k.sum() * l.sum() / ((n - 1) * (n - 2))
+         - 2.0 / (n - 2) * (k.sum(0) @ l.sum(0)))
+    return float(v / (n * (n - 3)))
+
+
+class CKAAccumulator:
+    """Minibatch linear CKA (Nguyen et al. 2021) for every (a-stage, b-stage) pair.
+
+        acc = CKAAccumulator()
+        for xb in batches:
+            acc.update(features_a_of(xb), features_b_of(xb))   # dicts name -> (n, ...) tensors
+        acc.result()   # DataFrame, rows a's stages, cols b's stages
+
+    CKA = sum_i HSIC_1(K_i, L_i) / sqrt(sum_i HSIC_1(K_i, K_i) * sum_i HSIC_1(L_i, L_i)), with the
+    unbiased estimator, so it converges to the population CKA as batches accumulate (unlike the
+    average of per-batch biased CKAs). Each batch needs n >= 4.
+    """
+
+    def __init__(self):
+        self.names_a: list[str] | None = None
+        self.names_b: list[str] | None = None
+        self._ab = self._aa = self._bb = None
+        self._scale: dict[tuple[str, str], float] = {}
+        self.batches = 0
+        self.samples = 0
+
+    def _stats(self, feats: dict, side: str):
+        """Per stage: zero-diagonal linear Gram (flattened), its column sums and total."""
+        flat, col, tot = [], [], []
+        for name, f in feats.items():
+            t = as_tensor(f).reshape(as_tensor(f).shape[0], -1).to(torch.float64)
+            if not torch.isfinite(t).all():
+                raise ValueError(f"stage {name!r}: features contain NaN or inf")
+            t = t - t.mean(0, keepdim=True)    # HSIC_1 is invariant to this; it helps rounding
+            key = (side, name)
+            if key not in self._scale:         # one fixed scale per stage, so batches weigh alike
+                s = float(torch.linalg.vector_norm(t))
+                self._scale[key] = 1.0 / s if s > 0 else 1.0
+            t = t * self._scale[key]
+            k = (t @ t.T).fill_diagonal_(0.0)
+            flat.append(k.reshape(-1))
+            cs = k.sum(0)
+            col.append(cs)
+            tot.append(cs.sum())
+        return torch.stack(flat), torch.stack(col), torch.stack(tot)
+
+    @staticmethod
+    def _hsic(fa, ca, ta, fb, cb, tb, n):
+        v = fa @ fb.T + torch.outer(ta, tb) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (ca @ cb.T)
+        return v / (n * (n - 3))
+
+    def update(self, feats_a, feats_b=None) -> "CKAAccumulator":
+        fa = stage_features(feats_a)
+        fb = fa if feats_b is None else stage_features(feats_b)
+        ns = {as_tensor(v).shape[0] for v in list(fa.values()) + list(fb.values())}
+        if len(ns) != 1:
+            raise ValueError(f"all stages of a batch must hold the same samples; got sizes {sorted(ns)}")
+        n = ns.pop()
+        _check_batch(n)
+        if self.names_a is None:
+            self.names_a, self.names_b = list(fa), list(fb)
+        elif list(fa) != self.names_a or list(fb) != self.names_b:
+            raise ValueError("stage names changed between batches")
+        sa = self._stats(fa, "a")
+        sb = sa if feats_b is None else self._stats(fb, "b")
+        ab = self._hsic(*sa, *sb, n)
+        aa = torch.diagonal(self._hsic(*sa, *sa, n))
+        bb = torch.diagonal(self._hsic(*sb, *sb, n))
+        if self._ab is None:
+            self._ab, self._aa, self._bb = ab, aa, bb
+        else:
+            self._ab += ab
+            self._aa += aa
+            self._bb += bb
+        self.batches += 1
+        self.samples += n
+        return self
+
+    def result(self) -> pd.DataFrame:
+        if self._ab is None:
+            raise ValueError("CKAAccumulator.result(): no batches were added")
+        for names, self_h in ((self.names_a, self._aa), (self.names_b, self._bb)):
+            for name, h in zip(names, self_h.tolist()):
+                if not h > 0:
+                    raise ValueError(f"stage {name!r}: its features are constant (HSIC estimate {h:.3g} <= 0); "
+                                     "CKA is undefined")
+        m = self._ab / torch.sqrt(torch.outer(self._aa, self._bb))
+        return pd.DataFrame(m.numpy(), index=pd.Index(self.names_a, name="a"),
+                            columns=pd.Index(self.names_b, name="b"))
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    """Split range(n) into ceil(n / batch_size) near-equal contiguous chunks (none smaller than 4
+    when n >= 4), so a short tail batch never trips the n >= 4 rule."""
+    _check_batch(n)
+    k = max(1, min(math.ceil(n / batch_size), n // 4))
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def minibatch_cka(x, y, batch_size: int = 256) -> float:
+    """Minibatch (unbiased-HSIC) linear CKA of two (n, ...) representations split into batches."""
+    _check_n(x, y)
+    x, y = as_tensor(x), as_tensor(y)
+    if x.shape[0] < 4:
+        _check_batch(x.shape[0])
+    acc = CKAAccumulator()
+    for sl in _batches(x.shape[0], batch_size):
+        acc.update({"x": x[sl]}, {"y": y[sl]})
+    return float(acc.result().iloc[0, 0])
+
+
+# ----------------------------------------------------------------------------------- matrices
+def _gram_unit(x, name: str, gram_dtype) -> torch.Tensor:
+    """Centred Gram matrix of one stage, float64, normalised to unit Frobenius norm, flattened."""
+    xc = _centred(x, name, torch.float64).to(gram_dtype)
+    k = (xc @ xc.T).to(torch.float64)
+    k = _centre_gram(k)                   # removes the tiny drift of a low-precision product
+    return (k / torch.linalg.vector_norm(k)).reshape(-1)
+
+
+def cka_matrix(feats_a, feats_b=None, kind: str = "linear", sigma_frac: float = 0.8,
+               batch_size: int = 256, gram_dtype: torch.dtype = torch.float32) -> pd.DataFrame:
+    """CKA between every stage of `feats_a` (rows) and every stage of `feats_b` (columns).
+
+    feats_*: {name: (n, ...) tensor}, or a probe side dict ({"stages", "stage_names", ...});
+    feats_b=None compares a with itself. kind: "linear" (each stage's centred Gram once, then
+    all pairs as dot products of unit-normalised Grams), "rbf" (sigma = sigma_frac x median distance),
+    or "minibatch" (unbiased HSIC over batches of ~batch_size; see CKAAccumulator).
+    """
+    fa = stage_features(feats_a)
+    fb = fa if feats_b is None else stage_features(feats_b)
+    if not fa or not fb:
+        raise ValueError("cka_matrix: no stages given")
+    ns = {as_tensor(v).shape[0] for v in list(fa.values()) + list(fb.values())}
+    if len(ns) != 1:
+        raise ValueError(f"cka_matrix: every stage must hold the same samples; got sizes {sorted(ns)}")
+    idx, cols = pd.Index(list(fa), name="a"), pd.Index(list(fb), name="b")
+    if kind == "minibatch":
+        n = ns.pop()
+        fa_t = {k: as_tensor(v) for k, v in fa.items()}
+        fb_t = None if feats_b is None else {k: as_tensor(v) for k, v in fb.items()}
+        acc = CKAAccumulator()
+        for sl in _batches(n, batch_size):
+            acc.update({k: v[sl] for k, v in fa_t.items()},
+                       None if fb_t is None else {k: v[sl] for k, v in fb_t.items()})
+        return acc.result().rename_axis(index="a", columns="b")
+    if kind == "linear":
+        def grams(feats):
+            return torch.stack([_gram_unit(v, k, gram_dtype) for k, v in feats.items()])
+    elif kind == "rbf":
+        if sigma_frac <= 0:
+            raise ValueError("sigma_frac must be > 0")
+
+        def grams(feats):
+            out = []
+            for k, v in feats.items():
+                g = _centre_gram(_rbf_gram(_centred(v, k), sigma_frac, k))
+                out.append((g / torch.linalg.vector_norm(g)).reshape(-1))
+            return torch.stack(out)
+    else:
+        raise ValueError(f"kind must be 'linear', 'rbf' or 'minibatch', got {kind!r}")
+    ga = grams(fa)
+    gb = ga if feats_b is None else grams(fb)
+    m = (ga @ gb.T).clamp(-1.0, 1.0)
+    return pd.DataFrame(m.numpy(), index=idx, columns=cols)
+
+
+# ----------------------------------------------------------------------------------- collection
+@torch.no_grad()
+def features_for(model: nn.Module, x, specs, batch_size: int = 256,
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Run `model` over x in batches (eval mode, no grad) and collect the tapped features.
+
+    x: (N, C, H, W) tensor, or an iterable of batches (tensors or (x, y, ...) tuples).
+    Returns {spec: (N, ...) CPU tensor in `dtype`}. A hook that never fires raises
+    taps.TapError (a ValueError) naming it.
+    """
+    specs = list(specs)
+    if not specs:
+        raise ValueError("features_for: no tap specs given")
+    device = model_device(model)
+    if isinstance(x, torch.Tensor):
+        batches = (x[i:i + batch_size] for i in range(0, x.shape[0], batch_size))
+    else:
+        batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
+    out: dict[str, list[torch.Tensor]] = {s: [] for s in specs}
+    with eval_mode(model):
+        for xb in batches:
+            with tap(model, specs) as feats:
+                model(xb.to(device))
+            for s in specs:
+                out[s].append(feats[s].detach().to("cpu", dtype))   # raises TapError if never fired
+    if not out[specs[0]]:
+        raise ValueError("features_for: no input batches")
+    return {s: torch.cat(v) for s, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------- over epochs
+def _match_stages(n_s: int, n_t: int) -> list[tuple[int, int]]:
+    """Pair student stage i with the teacher stage at the same relative depth."""
+    if n_s == n_t:
+        return [(i, i) for i in range(n_s)]
+    if n_s == 1:
+        return [(0, n_t - 1)]
+    return [(i, round(i * (n_t - 1) / (n_s - 1))) for i in range(n_s)]
+
+
+def _load_probes(probes) -> list[dict]:
+    from .probes import list_probes, load_probe
+    if isinstance(probes, (str, Path)):
+        found = list_probes(probes)
+        if not found:
+            raise ValueError(f"no probe_epoch*.pt files under {probes}")
+        return [load_probe(p) for _, p in found]
+    return [load_probe(p) if isinstance(p, (str, Path)) else p for p in probes]
+
+
+def cka_over_epochs(probes, kind: str = "linear", pairs=None, against: str = "teacher",
+                    errors: str = "raise") -> pd.DataFrame:
+    """CKA of matched stages at every probe epoch -> long DataFrame.
+
+    probes: a run directory, probe file paths, or loaded probe dicts (see probes.py).
+    against="teacher": student stage vs its matched teacher stage (pairs: list of
+      (student_stage_name_or_index, teacher_stage_name_or_index); default: same index when both
+      have the same number of stages, otherwise the teacher stage at the same relative depth).
+    against="final": each student stage vs the same stage at the last probe epoch (convergence).
+    errors="nan" records NaN for undefined values (a constant stage) instead of raising.
+    Columns: epoch, student_stage, other_stage, pair, against, cka.
+    """
+    if against not in ("teacher", "final"):
+        raise ValueError("against must be 'teacher' or 'final'")
+    if errors not in ("raise", "nan"):
+        raise ValueError("errors must be 'raise' or 'nan'")
+    loaded = sorted(_load_probes(probes), key=lambda p: int(p["epoch"]))
+    if not loaded:
+        raise ValueError("cka_over_epochs: no probes")
+    final = loaded[-1]
+    rows = []
+    for pr in loaded:
+        s = stage_features(pr["student"])
+        if against == "teacher":
+            o = stage_features(pr["teacher"])
+        else:
+            if not torch.equal(as_tensor(pr["index"]), as_tensor(final["index"])):
+                raise ValueError(f"epoch {pr['epoch']}: probe samples differ from the final epoch's")
+            o = stage_features(final["student"])
+        s_names, o_names = list(s), list(o)
+        if pairs is None:
+            use = [(s_names[i], o_names[j]) for i, j in _match_stages(len(s_names), len(o_names))] \
+                if against == "teacher" else [(n, n) for n in s_names]
+        else:
+            use = [(a if isinstance(a, str) else s_names[a], b if isinstance(b, str) else o_names[b])
+                   for a, b in pairs]
+        for a, b in use:
+            try:
+                if kind == "linear":
+                    v = linear_cka(s[a], o[b])
+                elif kind == "rbf":
+                    v = rbf_cka(s[a], o[b])
+                elif kind == "minibatch":
+                    v = minibatch_cka(s[a], o[b])
+                else:
+                    raise ValueError(f"kind must be 'linear', 'rbf' or 'minibatch', got {kind!r}")
+            except ValueError:
+                if errors == "raise" or kind not in ("linear", "rbf", "minibatch"):
+                    raise
+                v = float("nan")
+            rows.append({"epoch": int(pr["epoch"]), "student_stage": a, "other_stage": b,
+                         "pair": f"{a} ↔ {b}", "against": against, "cka": v})
+    return pd.DataFrame(rows, columns=["epoch", "student_stage", "other_stage", "pair", "against", "cka"])

@@ -1,0 +1,5 @@
+"""Datasets: a registry of specs, readers that return RawData, and device-resident splits."""
+from . import catalog  # noqa: F401  (registers the datasets)
+from .loader import Dataset, augment_batch, load_dataset
+from .raw import RawData
+from .registry import DatasetSpec, get_dataset_spec, list_datasets, register_dataset

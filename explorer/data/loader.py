@@ -1,0 +1,144 @@
+"""Datasets as uint8 tensors resident on the run's device; batching and augmentation happen there.
+
+No DataLoader and no worker processes: for datasets that fit in memory, a batch is an index
+into device tensors, and augmentation is a handful of vectorised tensor ops on the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from .raw import RawData
+from .registry import DatasetSpec, get_dataset_spec
+
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0   # splits and n_train subsets never move with the run seed: runs stay comparable
+
+
+@dataclass
+class Split:
+    x: torch.Tensor   # uint8 (N, C, H, W)
+    y: torch.Tensor   # int64 (N,)
+
+    def __len__(self):
+        return len(self.y)
+
+
+class Dataset:
+    """A dataset's train/val/test splits on one device, with its normalisation and augmentation."""
+
+    def __init__(self, spec: DatasetSpec, raw: RawData, n_train: int | None, device: torch.device):
+        self.spec = spec
+        self.name = spec.name
+        self.classes = raw.classes
+        self.num_classes = len(raw.classes)
+        self.shape = tuple(raw.train_x.shape[1:])
+        self.extras = raw.extras
+        self.device = device
+        train_idx, val_idx = _stratified_split(raw.train_y, VAL_FRACTION)
+        if n_train is not None:
+            if n_train > len(train_idx):
+                raise ValueError(f"n_train={n_train} is larger than the {spec.name} training split "
+                                 f"({len(train_idx)} images after holding out validation); use at most {len(train_idx)}")
+            train_idx = train_idx[_stratified_subset(raw.train_y[train_idx], n_train)]
+        self.train_index = train_idx  # rows of the official train split, for tracing a sample back
+        self.train = Split(raw.train_x[train_idx].to(device), raw.train_y[train_idx].to(device))
+        self.val = Split(raw.train_x[val_idx].to(device), raw.train_y[val_idx].to(device))
+        self.test = Split(raw.test_x.to(device), raw.test_y.to(device))
+        c = self.shape[0]
+        mean = torch.tensor(spec.mean if len(spec.mean) == c else spec.mean[:1] * c, device=device)
+        std = torch.tensor(spec.std if len(spec.std) == c else spec.std[:1] * c, device=device)
+        # x_norm = x_uint8 * scale + shift  (one fused multiply-add per batch)
+        self._scale = (1.0 / (255.0 * std)).view(1, c, 1, 1)
+        self._shift = (-mean / std).view(1, c, 1, 1)
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self._shift, x_uint8.float(), self._scale)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] for display."""
+        return ((x - self._shift.to(x.device)) / (self._scale.to(x.device) * 255.0)).clamp(0, 1)
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = False, augment: bool = False,
+                generator: torch.Generator | None = None, drop_last: bool = False):
+        """Yield (x normalised float, y, index) on the device."""
+        data = self.split(split)
+        n = len(data)
+        order = torch.randperm(n, generator=generator).to(self.device) if shuffle else torch.arange(n, device=self.device)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            x = self.normalize(data.x[idx])
+            if augment and self.spec.augment != "none":
+                x = augment_batch(x, self.spec.pad, flip=self.spec.augment == "crop_flip", generator=generator)
+            yield x, data.y[idx], idx
+
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self.train)
+        return max(1, n // batch_size) if drop_last else -(-n // batch_size)
+
+
+def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random pad-and-crop (zero padding = the mean colour after normalisation) and horizontal flip."""
+    b, c, h, w = x.shape
+    if pad > 0:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        # random numbers are drawn on the CPU generator so a run is reproducible on any device
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+        x = x.gather(3, cols)
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _stratified_split(y: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    keep, held = [], []
+    for c in torch.unique(y):
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(len(idx) * fraction))
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def _stratified_subset(y: torch.Tensor, n: int) -> torch.Tensor:
+    """n positions into y with class proportions kept (largest-remainder rounding)."""
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    classes, counts = torch.unique(y, return_counts=True)
+    quota = counts.double() * n / len(y)
+    take = quota.floor().long()
+    rest = n - int(take.sum())
+    take[torch.argsort(quota - take, descending=True)[:rest]] += 1
+    chosen = []
+    for c, k in zip(classes, take):
+        idx = (y == c).nonzero().flatten()
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+@lru_cache(maxsize=4)
+def _read_cached(name: str, root: str | None, image_size: int | None) -> RawData:
+    return get_dataset_spec(name).reader(root=root, image_size=image_size)
+
+
+def load_dataset(name: str = "digits", root: str | None = None, n_train: int | None = None,
+                 device: str | torch.device = "cpu", image_size: int | None = None) -> Dataset:
+    """Read (cached per process), split and move a registered dataset to `device`."""
+    spec = get_dataset_spec(name)
+    if root is None and spec.default_root is not None:
+        root = spec.default_root
+    raw = _read_cached(name, root, image_size)
+    return Dataset(spec, raw, n_train, torch.device(device))

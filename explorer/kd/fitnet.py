@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Batch, HParam, Method, Outputs, Paper
+from .pairing import Connector, match_spatial, pair_stages
+from .registry import register_method
+
+
+@register_method
+class FitNet(Method):
+    """Hints: regress the student's middle stage (the "guided" layer) onto the teacher's (the hint)."""
+    key = "fitnet"
+    name = "FitNets (hints)"
+    category = "feature"
+    paper = Paper("Adriana Romero, Nicolas Ballas, Samira Ebrahimi Kahou, Antoine Chassang, Carlo Gatta, "
+                  "Yoshua Bengio", "FitNets: Hints for Thin Deep Nets", 2015, "ICLR", "1412.6550")
+    equation = r"\mathcal{L}_{hint} = \tfrac{1}{BCHW}\big\|r(F^s_{g}) - F^t_{h}\big\|_2^2"
+    hparams = (HParam("hint_stage", 2, 0, 4, "student stage index used as the guided layer (CRD hint_layer=2)"),)
+    needs = frozenset({"stages"})
+    default_weight = 100.0
+    default_ce_weight = 1.0
+    convention = "RepDistiller: element-mean MSE after a conv regressor (single-stage training, no hint pre-stage)"
+    notes = ("Teacher stage = the one paired with hint_stage by pairing.py (same relative depth). Regressor "
+             "= 1x1 conv + BN (identity when channels match); spatial mismatch pooled to the smaller map. "
+             "CRD's ConvReg (3x3/transposed conv + BN + ReLU) and FitNets' two-stage schedule are not used. "
+             "Explicit stage pairs, if given, all become hints.")
+
+    def __init__(self, ctx, **hp):
+        super().__init__(ctx, **hp)
+        if ctx.pairs is not None:
+            self.pairs = pair_stages(ctx.student_stages, ctx.teacher_stages, explicit=ctx.pairs)
+        else:
+            n = len(ctx.student_stages)
+            hint = self.hp["hint_stage"]
+            if not 0 <= hint < n:
+                raise ValueError(f"fitnet: hint_stage={hint} but the student has stages 0..{n - 1}; "
+                                 "choose a smaller hint_stage")
+            auto = dict(pair_stages(ctx.student_stages, ctx.teacher_stages, skip_stem=False))
+            self.pairs = [(hint, auto[hint])] if hint in auto else \
+                [(hint, round(hint * (len(ctx.teacher_stages) - 1) / max(n - 1, 1)))]
+        self.regressors = nn.ModuleList(Connector(ctx.student_stages[i][0], ctx.teacher_stages[j][0])
+                                        for i, j in self.pairs)
+
+    def forward(self, s: Outputs, t: Outputs, batch: Batch):
+        loss = 0.0
+        for (i, j), reg in zip(self.pairs, self.regressors):
+            fs, ft = match_spatial(s.stages[i], t.stages[j].detach())
+            loss = loss + F.mse_loss(reg(fs), ft)
+        return {"hint": loss}

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Batch, HParam, Method, Outputs, Paper
+from .functional import hcl_loss
+from .pairing import ctx_pairs
+from .registry import register_method
+
+
+class _ABF(nn.Module):
+    """Attention-based fusion: squeeze a student stage to `mid` channels, blend it with the fused
+    residual coming from the deeper stage using two learned spatial attention maps, then map the
+    result to the teacher stage's channels and size."""
+
+    def __init__(self, c_in: int, mid: int, c_out: int, fuse: bool):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid))
+        self.conv2 = nn.Sequential(nn.Conv2d(mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+        self.att = nn.Sequential(nn.Conv2d(2 * mid, 2, 1), nn.Sigmoid()) if fuse else None
+        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
+        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+
+    def forward(self, x, residual, out_size):
+        x = self.conv1(x)
+        if self.att is not None:
+            residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
+            z = self.att(torch.cat([x, residual], dim=1))
+            x = x * z[:, :1] + residual * z[:, 1:]
+        out = F.interpolate(x, size=out_size, mode="nearest") if x.shape[-2:] != out_size else x
+        return self.conv2(out), x
+
+
+@register_method
+class ReviewKD(Method):
+    """Knowledge review: each teacher stage is predicted from the student's same stage *and* all
+    deeper ones (fused deep -> shallow by ABF), compared with a multi-scale (HCL) loss."""
+    key = "reviewkd"
+    name = "ReviewKD"
+    category = "feature"
+    paper = Paper("Pengguang Chen, Shu Liu, Hengshuang Zhao, Jiaya Jia", "Distilling Knowledge via Knowledge "
+                  "Review", 2021, "CVPR", "2104.09044")
+    equation = (r"\mathcal{L}_{RKD} = \min(\tfrac{p}{p_w},1)\sum_i \mathrm{HCL}\big(\mathrm{ABF}_i(F^s_i, "
+                r"\mathrm{ABF}_{i+1}), F^t_i\big),\ \mathrm{HCL} = \frac{\sum_{l} w_l\,\mathrm{MSE}(P_l(\cdot),P_l(\cdot))}{\sum_l w_l}")
+    hparams = (
+        HParam("mid_channels", 0, 0, 512, "ABF width; 0 = min(512, widest paired teacher stage)"),
+        HParam("warmup", 20 / 240, 0.0, 0.5, "fraction of the run over which the loss ramps linearly from 0 to 1"),
+    )
+    needs = frozenset({"stages"})
+    default_weight = 1.0
+    default_ce_weight = 1.0
+    convention = "mdistiller ReviewKD: HCL levels 4,2,1 with halving weights; warm-up 20/240 epochs -> progress"
+    notes = ("Compact version: reviews the paired stages[1:] only; the reference also reviews the pooled "
+             "feature as a 1x1 map. Student stages are not pre-activation here (mdistiller default too).")
+
+    def __init__(self, ctx, **hp):
+        super().__init__(ctx, **hp)
+        self.pairs = ctx_pairs(ctx)
+        mid = self.hp["mid_channels"] or min(512, max(ctx.teacher_stages[j][0] for _, j in self.pairs))
+        n = len(self.pairs)
+        # abfs[k] serves pair k; every stage but the deepest fuses a residual from below it
+        self.abfs = nn.ModuleList(_ABF(ctx.student_stages[i][0], mid, ctx.teacher_stages[j][0], fuse=k < n - 1)
+                                  for k, (i, j) in enumerate(self.pairs))
+
+    def forward(self, s: Outputs, t: Outputs, batch: Batch):
+        outs, residual = [None] * len(self.pairs), None
+        for k in reversed(range(len(self.pairs))):
+            i, j = self.pairs[k]
+            outs[k], residual = self.abfs[k](s.stages[i], residual, t.stages[j].shape[-2:])
+        w = self.hp["warmup"]
+        ramp = min(batch.progress / w, 1.0) if w > 0 else 1.0
+        return {"reviewkd": ramp * hcl_loss(outs, [t.stages[j].detach() for _, j in self.pairs])}

@@ -1,0 +1,3 @@
+"""Schemes (offline, online, self-KD) and algorithms (multi-teacher, data-free, ...): a registry."""
+from .base import RunContext, Scheme, get_scheme, list_schemes, register_scheme
+from . import offline  # noqa: F401  (registers)

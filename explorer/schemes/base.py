@@ -1,0 +1,97 @@
+"""The scheme contract: *how* knowledge flows (offline, online, self-KD, and the algorithms).
+
+A scheme is an nn.Module owning every model that learns in the run (a student, peers,
+auxiliary heads, a generator) plus the distillation methods. The one training loop in
+train.py calls `train_step` on each batch and sums the weighted loss terms it returns;
+`eval_models` names every model to evaluate and store (the first one is "the student").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..kd.base import Batch, HParam, Paper
+
+
+@dataclass
+class RunContext:
+    """What a scheme is built from."""
+    config: "object"                  # RunConfig
+    dataset: "object"                 # explorer.data.Dataset
+    device: torch.device
+    student: nn.Module
+    teacher: nn.Module | None         # frozen, eval mode; None when the scheme needs no teacher
+    make_model: Callable[[str], nn.Module]   # architecture name -> fresh model on the device
+    steps_per_epoch: int
+    epochs: int
+    load_teacher: Callable[[str], nn.Module] | None = None   # arch -> trained frozen teacher (reused/trained)
+
+
+class Scheme(nn.Module):
+    key: ClassVar[str]
+    name: ClassVar[str]
+    category: ClassVar[str]            # offline | online | self | algorithm
+    paper: ClassVar[Paper | None] = None
+    equation: ClassVar[str] = ""
+    hparams: ClassVar[tuple[HParam, ...]] = ()
+    needs_teacher: ClassVar[bool] = False
+    uses_methods: ClassVar[bool] = False   # whether the config's knowledge terms apply
+    notes: ClassVar[str] = ""
+
+    def __init__(self, ctx: RunContext, **hp):
+        super().__init__()
+        known = {h.name: h for h in self.hparams}
+        unknown = set(hp) - set(known)
+        if unknown:
+            raise ValueError(f"scheme {self.key!r}: unknown hyperparameter(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(known) or 'none'}")
+        self.hp = {name: hp.get(name, h.default) for name, h in known.items()}
+        self.ctx = ctx
+
+    def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the student's logits on the batch and the weighted loss terms to sum."""
+        raise NotImplementedError
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def save_artifacts(self, run_dir, store, run_id) -> None:
+        """Write anything the app should show (e.g. synthesised images)."""
+
+    @classmethod
+    def describe(cls) -> dict:
+        p = cls.paper
+        return {
+            "key": cls.key, "name": cls.name, "category": cls.category,
+            "paper": p.title if p else "", "authors": p.authors if p else "", "year": p.year if p else None,
+            "venue": p.venue if p else "", "arxiv": p.arxiv if p else "", "equation": cls.equation,
+            "needs_teacher": cls.needs_teacher, "uses_methods": cls.uses_methods, "notes": cls.notes,
+            "hparams": [{"name": h.name, "default": h.default, "low": h.low, "high": h.high, "help": h.help}
+                        for h in cls.hparams],
+        }
+
+
+_SCHEMES: dict[str, type[Scheme]] = {}
+
+
+def register_scheme(cls: type[Scheme]) -> type[Scheme]:
+    if cls.key in _SCHEMES:
+        raise ValueError(f"scheme {cls.key!r} registered twice")
+    _SCHEMES[cls.key] = cls
+    return cls
+
+
+def list_schemes(category: str | None = None) -> list[str]:
+    return [k for k, c in _SCHEMES.items() if category is None or c.category == category]
+
+
+def get_scheme(key: str) -> type[Scheme]:
+    if key not in _SCHEMES:
+        raise KeyError(f"unknown scheme {key!r}; choose one of: {', '.join(_SCHEMES)}")
+    return _SCHEMES[key]

@@ -1,0 +1,104 @@
+"""Offline KD: a frozen, pretrained teacher; the student learns CE plus weighted knowledge terms."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kd import get_method
+from ..kd.base import Batch, Method, Outputs, PairContext, Paper
+from ..models.outputs import TapSpecs, forward_outputs
+from .base import RunContext, Scheme, register_scheme
+
+
+def build_methods(config, student: nn.Module, teacher: nn.Module, ctx: RunContext,
+                  s_specs: TapSpecs, t_specs: TapSpecs) -> tuple[nn.ModuleList, list[float], float]:
+    """Instantiate the config's knowledge terms for a student/teacher pair; returns methods,
+    their run weights and the CE weight (config's, else the benchmark default of the methods)."""
+    classes = [get_method(term.key) for term in config.methods]
+    if not classes:
+        return nn.ModuleList(), [], 1.0 if config.ce_weight is None else config.ce_weight
+    pair = measure_pair(student, teacher, s_specs, t_specs, ctx, config)
+    methods = nn.ModuleList()
+    for cls, term in zip(classes, config.methods):
+        method = cls(pair, **term.params)
+        if hasattr(method, "attach_teacher"):
+            method.attach_teacher(teacher)
+        methods.append(method)
+    weights = [cls.default_weight if term.weight is None else term.weight for cls, term in zip(classes, config.methods)]
+    ce = config.ce_weight if config.ce_weight is not None else min(cls.default_ce_weight for cls in classes)
+    return methods.to(ctx.device), weights, ce
+
+
+@torch.no_grad()
+def measure_pair(student, teacher, s_specs, t_specs, ctx: RunContext, config) -> PairContext:
+    """One dry forward pass on two training images to learn the taps' shapes."""
+    x, _, _ = next(ctx.dataset.batches("train", 2))
+    shapes = []
+    for model, specs in ((student, s_specs), (teacher, t_specs)):
+        was = model.training
+        model.eval()
+        out = forward_outputs(model, x, {"stages", "embedding"} if specs.embedding else {"stages"}, specs)
+        model.train(was)
+        shapes.append(([tuple(f.shape[1:]) for f in out.stages],
+                       out.embedding.shape[1] if out.embedding is not None else 0))
+    (s_st, s_emb), (t_st, t_emb) = shapes
+    return PairContext(tuple(s_st), tuple(t_st), s_emb, t_emb, ctx.dataset.num_classes, len(ctx.dataset.train),
+                       ctx.epochs, ctx.steps_per_epoch,
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None)
+
+
+def union_needs(methods) -> frozenset[str]:
+    needs = set()
+    for m in methods:
+        needs |= m.needs
+    return frozenset(needs | {"logits"})
+
+
+@register_scheme
+class Offline(Scheme):
+    key = "offline"
+    name = "Offline KD"
+    category = "offline"
+    paper = Paper("Geoffrey Hinton, Oriol Vinyals, Jeff Dean", "Distilling the Knowledge in a Neural Network",
+                  2015, "NeurIPS Deep Learning Workshop", "1503.02531")
+    equation = r"\mathcal{L} = w_{CE}\,\mathrm{CE}(z_s, y) + \sum_m w_m \mathcal{L}_m(s, t)"
+    needs_teacher = True
+    uses_methods = True
+    notes = "The teacher is pretrained and frozen (eval mode, no gradient). With no knowledge terms this is the student alone."
+
+    def __init__(self, ctx: RunContext, **hp):
+        super().__init__(ctx, **hp)
+        cfg = ctx.config
+        self.student = ctx.student
+        self.teacher = ctx.teacher   # frozen: requires_grad False, kept in eval mode by train()
+        self.s_specs = TapSpecs.of(self.student, cfg.student_stages) if cfg.methods else None
+        self.t_specs = TapSpecs.of(self.teacher, cfg.teacher_stages) if cfg.methods else None
+        self.methods, self.weights, self.ce_weight = build_methods(
+            cfg, self.student, self.teacher, ctx, self.s_specs, self.t_specs)
+        self.needs = union_needs(self.methods)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def teacher_outputs(self, batch: Batch) -> Outputs:
+        with torch.no_grad():
+            return forward_outputs(self.teacher, batch.x, self.needs, self.t_specs)
+
+    def train_step(self, batch: Batch):
+        if not self.methods:
+            logits = self.student(batch.x)
+            return logits, {"ce": self.ce_weight * F.cross_entropy(logits, batch.y)}
+        t = self.teacher_outputs(batch)
+        s = forward_outputs(self.student, batch.x, self.needs, self.s_specs)
+        losses = {"ce": self.ce_weight * F.cross_entropy(s.logits, batch.y)} if self.ce_weight else {}
+        for method, weight in zip(self.methods, self.weights):
+            for name, value in method(s, t, batch).items():
+                losses[name] = weight * value
+        return s.logits, losses
+
+    def eval_models(self):
+        return {"student": self.student}

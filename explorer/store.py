@@ -1,0 +1,230 @@
+"""The run store: SQLite (WAL) under KD_EXPLORER_HOME holding every run's config, status,
+metrics and artifact paths. Many processes may read and write at once (the app, workers, CLI).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+FINAL = ("completed", "failed", "cancelled", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT, role TEXT, status TEXT NOT NULL,
+    created REAL, updated REAL, started REAL, finished REAL,
+    dataset TEXT, student TEXT, teacher TEXT, scheme TEXT, methods TEXT,
+    config TEXT NOT NULL, summary TEXT DEFAULT '{}', message TEXT DEFAULT '',
+    recipe_hash TEXT, teacher_run TEXT, worker_pid INTEGER, device TEXT,
+    cancel_requested INTEGER DEFAULT 0, run_dir TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_recipe ON runs(recipe_hash, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, scope TEXT NOT NULL, epoch INTEGER, step INTEGER,
+    name TEXT NOT NULL, value REAL, time REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id, scope);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL, kind TEXT, created REAL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+
+def default_home() -> Path:
+    """KD_EXPLORER_HOME, else data/home inside a source checkout, else ~/.kd-explorer."""
+    env = os.environ.get("KD_EXPLORER_HOME")
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").is_file():
+        return repo / "data" / "home"
+    return Path.home() / ".kd-explorer"
+
+
+def safe_name(name: str, max_len: int = 80) -> str:
+    """A name safe for a file or folder: no separators, no '..', no control characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:max_len]
+    return cleaned or "unnamed"
+
+
+class Store:
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home) if home else default_home()
+        self.runs_dir = self.home / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / "runs.sqlite"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=60000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _tx(self):
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ runs
+    def create_run(self, config: dict, status: str = "queued", recipe_hash: str | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        run_dir = self.runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        methods = "+".join(m["key"] for m in config.get("methods", [])) or "none"
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs (id, name, role, status, created, updated, dataset, student, teacher, scheme, "
+                "methods, config, recipe_hash, run_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, config.get("name") or run_id, config.get("role", "distill"), status, now, now,
+                 config.get("dataset"), config.get("student"), config.get("teacher"), config.get("scheme"),
+                 methods, json.dumps(config), recipe_hash, str(run_dir)))
+        return run_id
+
+    def update_run(self, run_id: str, **fields) -> None:
+        if "summary" in fields and not isinstance(fields["summary"], str):
+            fields["summary"] = json.dumps(fields["summary"])
+        if "config" in fields and not isinstance(fields["config"], str):
+            fields["config"] = json.dumps(fields["config"])
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+
+    def set_status(self, run_id: str, status: str, message: str | None = None, **fields) -> None:
+        if status == "running":
+            fields.setdefault("started", time.time())
+        if status in FINAL:
+            fields.setdefault("finished", time.time())
+        if message is not None:
+            fields["message"] = message
+        self.update_run(run_id, status=status, **fields)
+
+    def get_run(self, run_id: str) -> dict:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id=? OR name=? ORDER BY created DESC", (run_id, run_id)).fetchone()
+        if row is None:
+            raise KeyError(f"no run {run_id!r} in {self.path}; `kd-explorer runs` lists them")
+        return _decode(row)
+
+    def list_runs(self, status: str | Iterable[str] | None = None, role: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM runs WHERE 1=1", []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        if role is not None:
+            sql += " AND role=?"
+            args.append(role)
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY created", args).fetchall()
+        return [_decode(r) for r in rows]
+
+    def find_completed(self, recipe_hash: str) -> dict | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE recipe_hash=? AND status='completed' ORDER BY created DESC",
+                             (recipe_hash,)).fetchone()
+        return _decode(row) if row else None
+
+    def request_cancel(self, run_id: str) -> None:
+        self.update_run(self.get_run(run_id)["id"], cancel_requested=1)
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    def delete_run(self, run_id: str) -> None:
+        import shutil
+        run = self.get_run(run_id)
+        with self._tx() as db:
+            for table, col in (("metrics", "run_id"), ("artifacts", "run_id"), ("runs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {col}=?", (run["id"],))
+        run_dir = Path(run["run_dir"] or "")
+        if run_dir.is_dir() and run_dir.resolve().parent == self.runs_dir.resolve():
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ metrics & artifacts
+    def log_metrics(self, run_id: str, scope: str, epoch: int, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        rows = [(run_id, scope, epoch, step, k, float(v), now) for k, v in values.items()]
+        with self._tx() as db:
+            db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?)", rows)
+
+    def delete_metrics_after(self, run_id: str, epoch: int) -> None:
+        """Drop metrics of epochs after `epoch` (a resumed run redoes them)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM metrics WHERE run_id=? AND ((scope='epoch' AND epoch>?) OR "
+                       "(scope='step' AND epoch>=?))", (run_id, epoch + 1, epoch + 1))
+
+    def metrics(self, run_id: str, scope: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM metrics WHERE run_id=?", [run_id]
+        if scope:
+            sql += " AND scope=?"
+            args.append(scope)
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(sql + " ORDER BY rowid", args).fetchall()]
+
+    def add_artifact(self, run_id: str, name: str, path: str | Path, kind: str = "file") -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)", (run_id, name, str(path), kind, time.time()))
+
+    def artifacts(self, run_id: str) -> dict[str, str]:
+        with self._connect() as db:
+            rows = db.execute("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY created", (run_id,)).fetchall()
+        return {r["name"]: r["path"] for r in rows}
+
+    # ------------------------------------------------------------------ notebook views
+    def runs_df(self):
+        import pandas as pd
+        runs = self.list_runs()
+        rows = [{k: r[k] for k in ("id", "name", "role", "status", "dataset", "teacher", "student", "scheme",
+                                   "methods", "created", "message")} | _flat_summary(r["summary"]) for r in runs]
+        df = pd.DataFrame(rows)
+        if not df.empty:
+            df["created"] = pd.to_datetime(df["created"], unit="s")
+        return df
+
+    def metrics_df(self, run_ids: str | Iterable[str], scope: str = "epoch"):
+        """Long format: run, epoch, step, name, value (pivot for wide)."""
+        import pandas as pd
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        frames = [pd.DataFrame(self.metrics(self.get_run(i)["id"], scope)) for i in ids]
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=["run_id", "scope", "epoch", "step", "name", "value", "time"])
+        return pd.concat(frames, ignore_index=True)
+
+
+def _decode(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"]) if d.get("config") else {}
+    d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+    return d
+
+
+def _flat_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}

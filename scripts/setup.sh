@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up KD Explorer: a virtualenv if none is active, the CPU build of torch where no torch is
+# present (never a multi-GB CUDA download by accident), then the package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # shellcheck disable=SC1091
+  source .venv/bin/activate
+fi
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if ! python -c "import torch" >/dev/null 2>&1; then
+  # this pinned CPU build installs from local disk where it is cached, else from the CPU index
+  python -m pip install -q "torch==2.13.0" 2>/dev/null \
+    || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+python -m pip install -q -e ".[test]"
