@@ -320,3 +320,25 @@ def test_shapes_determinism_and_streams():
     big = make_shapes(50, 0, seed=3)
     assert torch.equal(big.train_x, t.train_x) and len(big.test_x) == 0
     assert make_shapes(20, 10, seed=0, size=64).train_x.shape == (20, 3, 64, 64)
+
+
+def test_cifar_archive_extraction_refuses_traversal(tmp_path):
+    import io
+    import tarfile
+    for name, kind in (("../escape.txt", tarfile.REGTYPE), ("cifar-10-batches-py/link", tarfile.SYMTYPE)):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"hi"))
+        buf.seek(0)
+        dest = tmp_path / "dest"
+        dest.mkdir(exist_ok=True)
+        with tarfile.open(fileobj=buf, mode="r:gz") as tar, pytest.raises(DatasetFormatError, match="refusing"):
+            readers._safe_extract(tar, dest)
+        assert not (tmp_path / "escape.txt").exists() and not (dest / "cifar-10-batches-py").exists()

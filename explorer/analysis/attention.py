@@ -138,7 +138,7 @@ def saliency(model: nn.Module, x, target=None, normalize: str | None = "max") ->
     xin = _prepare(model, x)
     with eval_mode(model), no_grad_leak(model), no_inplace_relu(model):
         tgt = _targets(model, xin, target)
-        attr = Saliency(model).attribute(xin, target=tgt, abs=True)
+        attr = Saliency(model).attribute(xin.requires_grad_(True), target=tgt, abs=True)
     m = attr.detach().float().cpu().amax(1)
     return normalize_maps(m, normalize).numpy()
 

@@ -44,7 +44,7 @@ def rkd_distance_matrix(emb) -> np.ndarray:
     n = e.shape[0]
     if n < 2:
         raise ValueError(f"rkd_distance_matrix needs at least 2 samples; got n={n}")
-    d = torch.cdist(e, e)
+    d = torch.cdist(e, e, compute_mode="donot_use_mm_for_euclid_dist")   # exact, not |a|^2+|b|^2-2ab
     d = 0.5 * (d + d.T)
     d.fill_diagonal_(0.0)
     mean = d.sum() / (n * (n - 1))

@@ -20,4 +20,4 @@ class KD(Method):
     convention = "batch-mean KL, times T^2 (RepDistiller/mdistiller)"
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
-        return {"kd": kd_loss(s.logits, t.logits, self.hp["temperature"])}
+        return {"kd": kd_loss(s.logits, t.logits.detach(), self.hp["temperature"])}

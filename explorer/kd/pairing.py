@@ -66,7 +66,7 @@ def ctx_pairs(ctx, skip_stem: bool = True) -> list[tuple[int, int]]:
 
 def check_map(x: torch.Tensor, who: str) -> torch.Tensor:
     if x.dim() != 4:
-        raise ValueError(f"{who}: expected a (B, C, H, W) feature map, got shape {tuple(x.shape)}; "
+        raise ValueError(f"{who}: expected a 4-D (B, C, H, W) feature map, got shape {tuple(x.shape)}; "
                          "feature methods need convolutional stage taps")
     return x
 
