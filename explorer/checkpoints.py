@@ -24,6 +24,11 @@ def read_state_dict(path: str | Path, key: str | None = None, max_bytes: int = M
     if size > max_bytes:
         raise CheckpointError(f"checkpoint {path.name} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB "
                               "limit; a state_dict of a zoo model is far smaller")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":   # torch's zip format, or its legacy pickle format
+        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint (it starts with {magic!r}, neither a zip "
+                              "archive nor a pickle). Expected a file written by torch.save(model.state_dict(), path).")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -35,6 +35,9 @@ def _add_run_args(p: argparse.ArgumentParser):
     p.add_argument("--teacher")
     p.add_argument("--teacher-ckpt", dest="teacher_ckpt")
     p.add_argument("--student")
+    for who in ("teacher", "student"):   # models outside the zoo name the modules whose outputs are stages
+        p.add_argument(f"--{who}-stages", dest=f"{who}_stages", type=lambda v: [s for s in v.split(",") if s],
+                       metavar="A,B,C", help=f"the {who}'s stage modules, shallow to deep, e.g. layer1,layer2,layer3")
     p.add_argument("--method", action="append", dest="method",
                    help="knowledge term(s): kd, at, kd+at ... or none; repeatable")
     p.add_argument("--weight", action="append", default=[], metavar="KEY=W", help="a method's weight, e.g. at=1000")
@@ -54,12 +57,20 @@ def _add_run_args(p: argparse.ArgumentParser):
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--name")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    _add_custom_code_flag(p)
+
+
+def _add_custom_code_flag(p: argparse.ArgumentParser):
+    p.add_argument("--allow-custom-code", dest="allow_custom_code", action="store_true",
+                   help="let --teacher/--student (or the config) name your own model factory as "
+                        "import:package.module:factory; this runs that Python code, so only for code you trust")
 
 
 def config_from_args(args) -> "RunConfig":
     from .config import ConfigError, RunConfig, _parse_methods
-    data = RunConfig.load(args.config).to_dict() if args.config else {}
-    for field in ("dataset", "data_root", "teacher", "teacher_ckpt", "student", "ce_weight", "scheme", "epochs",
+    data = RunConfig.load(args.config, args.allow_custom_code).to_dict() if args.config else {}
+    for field in ("dataset", "data_root", "teacher", "teacher_ckpt", "student", "teacher_stages", "student_stages",
+                  "ce_weight", "scheme", "epochs",
                   "teacher_epochs", "n_train", "batch_size", "lr", "optimizer", "schedule", "seed", "device",
                   "augment", "name"):
         value = getattr(args, field, None)
@@ -94,7 +105,7 @@ def config_from_args(args) -> "RunConfig":
     data["methods"] = list(methods.values())
     if scheme_params:
         data["scheme_params"] = scheme_params
-    return RunConfig.from_dict(data)
+    return RunConfig.from_dict(data, allow_custom_code=args.allow_custom_code)
 
 
 def _parse_scalar(raw: str):
@@ -110,13 +121,14 @@ def _parse_scalar(raw: str):
 
 
 def cmd_run(args) -> int:
+    from .distributed import is_main
     from .train import RunFailed, Trainer
     cfg = config_from_args(args)
     try:
         result = Trainer(cfg, on_event=_progress_printer(args.json)).run()
     except RunFailed as e:
         print(f"run failed: {e}", file=sys.stderr)
-        if args.json:
+        if args.json and is_main():
             from .store import Store
             runs = Store().list_runs(status="failed")
             print(json.dumps({"run_id": runs[-1]["id"] if runs else None, "status": "failed", "message": str(e)}))
@@ -125,6 +137,9 @@ def cmd_run(args) -> int:
 
 
 def _print_result(result: dict, as_json: bool) -> int:
+    from .distributed import is_main
+    if not is_main():   # under torchrun, rank 0 prints the run's result; the other ranks stay quiet
+        return 0 if result["status"] == "completed" else EXIT_FAILED
     if as_json:
         print(json.dumps(result))
     else:
@@ -146,7 +161,7 @@ def cmd_resume(args) -> int:
         print(f"run {run['id']} is {run['status']}; only interrupted, failed or cancelled runs resume", file=sys.stderr)
         return EXIT_USAGE
     store.update_run(run["id"], cancel_requested=0)
-    cfg = RunConfig.from_dict(run["config"])
+    cfg = RunConfig.from_dict(run["config"], allow_custom_code=args.allow_custom_code)
     result = Trainer(cfg, store, on_event=_progress_printer(args.json)).run(run["id"], resume=True)
     return _print_result(result, args.json)
 
@@ -186,9 +201,11 @@ def cmd_show(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from .store import Store
-    Store().request_cancel(args.run)
-    print(f"cancel requested for {args.run}")
+    from .jobs import cancel
+    from .store import FINAL
+    status = cancel(args.run)   # a queued job is cancelled at once; a running run stops within ~0.25 s
+    print(f"cancelled {args.run}" if status == "cancelled" else f"run {args.run} is already {status}"
+          if status in FINAL else f"cancel requested for {args.run}")
     return 0
 
 
@@ -257,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="resume an interrupted run from its last checkpoint")
     r.add_argument("run")
     r.add_argument("--json", action="store_true")
+    _add_custom_code_flag(r)
     r.set_defaults(func=cmd_resume)
     r = sub.add_parser("runs", help="list recorded runs")
     r.add_argument("--json", action="store_true")

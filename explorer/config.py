@@ -67,6 +67,18 @@ class RunConfig:
     probe_epochs: list[int] | None = None  # None = a few epochs spread over the run
     probe_size: int = 64
     checkpoint_every: int = 1
+    # speed (explorer/speed.py; measured in docs/performance.md): none changes what is learnt beyond rounding
+    channels_last: bool = True             # NHWC activations for the student and teacher: faster convolutions
+    teacher_dtype: str = "float32"         # "bfloat16": the frozen teacher computes in bf16 (logit-only methods)
+    compile: bool = False                  # torch.compile student and teacher: pays back on long runs only
+    teacher_cache: bool = False            # reuse the teacher's logits per (sample, augmented view)
+    # Not a field (no annotation): never read from a dict or file, never saved. See from_dict.
+    allow_custom_code = False
+
+    def __post_init__(self):
+        # accept the short forms in Python too: RunConfig(methods="kd+at") or methods=["kd", {"key": "at"}]
+        if isinstance(self.methods, (str, list)) or self.methods is None:
+            self.methods = _parse_methods(self.methods)
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict:
@@ -81,30 +93,34 @@ class RunConfig:
         path.write_text(text)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path, allow_custom_code: bool = False) -> "RunConfig":
         path = Path(path)
         if not path.is_file():
             raise ConfigError("config", f"file {str(path)!r} does not exist")
         try:
             data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError("config", f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}")
-        return cls.from_dict(data or {})
+        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, RecursionError, OSError) as e:
+            raise ConfigError("config", f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                              f"{str(e)[:300] or type(e).__name__}") from None
+        return cls.from_dict({} if data is None else data, allow_custom_code)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "RunConfig":
+    def from_dict(cls, data: Any, allow_custom_code: bool = False) -> "RunConfig":
+        """allow_custom_code: teacher/student may be 'import:pkg.module:factory'. Only the CLI sets it (on
+        its --allow-custom-code flag); the app and the job queue never do, so a browser cannot run code."""
         if not isinstance(data, dict):
             raise ConfigError("config", f"expected a mapping of field names to values, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in names:
                 hint = difflib.get_close_matches(str(key), names, n=1)
-                raise ConfigError(str(key), "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else
-                                  f"; allowed: {', '.join(sorted(names))}"))
+                raise ConfigError(key if isinstance(key, str) and key.strip() else repr(key), "unknown field" + (
+                    f"; did you mean '{hint[0]}'?" if hint else f"; allowed: {', '.join(sorted(names))}"))
         data = dict(data)
         if "methods" in data:
             data["methods"] = _parse_methods(data["methods"])
         cfg = cls(**data)
+        cfg.allow_custom_code = allow_custom_code
         cfg.validate()
         return cfg
 
@@ -113,7 +129,7 @@ class RunConfig:
         from .data import list_datasets
         from .kd import list_methods
         from .models import list_models
-        from .schemes import list_schemes
+        from .schemes import get_scheme, list_schemes
 
         _choice("role", self.role, ["distill", "teacher"])
         _choice("dataset", self.dataset, list_datasets())
@@ -123,7 +139,9 @@ class RunConfig:
         _bool("augment", self.augment)
         for fname in ("teacher", "student"):
             v = getattr(self, fname)
-            if v is not None:
+            if isinstance(v, str) and v.startswith(CUSTOM_PREFIX):
+                _custom_model(fname, v, self.allow_custom_code)
+            elif v is not None:
                 _choice(fname, v, list_models())
         _opt_str("teacher_ckpt", self.teacher_ckpt)
         _opt_int("teacher_epochs", self.teacher_epochs, 1, 10_000)
@@ -141,6 +159,11 @@ class RunConfig:
         _choice("scheme", self.scheme, list_schemes())
         if not isinstance(self.scheme_params, dict):
             raise ConfigError("scheme_params", "must be a mapping of hyperparameter names to values")
+        for name, value in self.scheme_params.items():   # one at a time, so the error names the field
+            try:
+                get_scheme(self.scheme).check_params({name: value})
+            except ValueError as e:
+                raise ConfigError(f"scheme_params.{name}", str(e)) from None
         if not isinstance(self.methods, list):
             raise ConfigError("methods", "must be a list of methods, e.g. [{key: kd, weight: 0.9}]")
         allowed = list_methods()
@@ -173,11 +196,65 @@ class RunConfig:
                 raise ConfigError("probe_epochs", "must be a list of epoch numbers (0 = before training)")
         _int("probe_size", self.probe_size, 0, 4096)
         _int("checkpoint_every", self.checkpoint_every, 0, 10_000)
+        _bool("channels_last", self.channels_last)
+        _choice("teacher_dtype", self.teacher_dtype, ["float32", "bfloat16"])
+        _bool("compile", self.compile)
+        _bool("teacher_cache", self.teacher_cache)
+        _teacher_fast_path(self)
         if self.name is not None:
             _opt_str("name", self.name)
             if len(self.name) > 120:
                 raise ConfigError("name", "must be at most 120 characters")
         return self
+
+
+CUSTOM_PREFIX = "import:"
+
+
+def _custom_model(fname: str, value: str, allowed: bool) -> None:
+    """'import:pkg.module:factory' -- a model from the user's own code, only with the CLI's opt-in."""
+    if not allowed:
+        raise ConfigError(fname, f"{value!r} names custom Python code, which only a config you run from the "
+                          "command line may load: `kd-explorer run --allow-custom-code ...`. The app and the job "
+                          "queue never load code; choose a zoo model (`kd-explorer models`) there.")
+    try:
+        custom_model_factory(value)
+    except ValueError as e:
+        raise ConfigError(fname, str(e)) from None
+
+
+def custom_model_factory(spec: str):
+    """Import the factory named by 'import:pkg.module:factory'; it is called as
+    factory(num_classes=, in_channels=, image_size=) and returns an nn.Module giving logits."""
+    import importlib
+    import re
+    m = re.fullmatch(r"import:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)", spec)
+    if not m:
+        raise ValueError(f"{spec!r} must look like 'import:package.module:factory'")
+    try:
+        module = importlib.import_module(m[1])
+    except Exception as e:   # the user's own module: any error it raises on import is reported, not a crash
+        raise ValueError(f"cannot import {m[1]!r} ({type(e).__name__}: {e}); is it on PYTHONPATH?") from None
+    factory = getattr(module, m[2], None)
+    if not callable(factory):
+        raise ValueError(f"module {m[1]!r} has no callable {m[2]!r}")
+    return factory
+
+
+def _teacher_fast_path(cfg: RunConfig) -> None:
+    """teacher_cache and a bf16 teacher stand in for the offline teacher's logits only: features and
+    other schemes' teachers are untouched by them, so asking for them there is an error, not a no-op."""
+    from .kd import get_method
+    for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype != "float32")):
+        if not on or cfg.role == "teacher":
+            continue
+        if cfg.scheme != "offline":
+            raise ConfigError(fname, f"applies to the offline scheme's frozen teacher only, not {cfg.scheme!r}; "
+                              "turn it off for this scheme")
+        feature = [t.key for t in cfg.methods if not get_method(t.key).needs <= {"logits"}]
+        if feature:
+            raise ConfigError(fname, f"works with methods that read only the teacher's logits; {', '.join(feature)} "
+                              "read its features. Turn it off, or use response methods (kd, dkd, ...)")
 
 
 def _parse_methods(value: Any) -> list[MethodTerm]:
@@ -247,7 +324,8 @@ def _opt_int(fname, value, low, high):
 
 
 def _num(fname, value, low, high, open_low=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # an int is exact (math.isfinite would overflow on 10**400); a float must be finite
+    ok = _is_int(value) or (isinstance(value, float) and math.isfinite(value))
     if not ok or value > high or value < low or (open_low and value == low):
         lo = f"greater than {low}" if open_low else f"at least {low}"
         raise ConfigError(fname, f"must be a finite number {lo} and at most {high}, got {value!r}")

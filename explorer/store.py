@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS runs (
     dataset TEXT, student TEXT, teacher TEXT, scheme TEXT, methods TEXT,
     config TEXT NOT NULL, summary TEXT DEFAULT '{}', message TEXT DEFAULT '',
     recipe_hash TEXT, teacher_run TEXT, worker_pid INTEGER, device TEXT,
-    cancel_requested INTEGER DEFAULT 0, run_dir TEXT
+    cancel_requested INTEGER DEFAULT 0, run_dir TEXT,
+    queued_at REAL, resume INTEGER DEFAULT 0      -- set by explorer.jobs: FIFO position, continue from checkpoint
 );
 CREATE INDEX IF NOT EXISTS runs_recipe ON runs(recipe_hash, status);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -64,6 +65,13 @@ class Store:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+            for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0")):   # stores made before jobs
+                if col not in have:
+                    try:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
+                    except sqlite3.OperationalError:   # another process added it first
+                        pass
 
     @contextmanager
     def _connect(self):
@@ -175,10 +183,10 @@ class Store:
             db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?)", rows)
 
     def delete_metrics_after(self, run_id: str, epoch: int) -> None:
-        """Drop metrics of epochs after `epoch` (a resumed run redoes them)."""
+        """Drop metrics of epochs after `epoch`, and the final ones (a resumed run redoes them)."""
         with self._tx() as db:
             db.execute("DELETE FROM metrics WHERE run_id=? AND ((scope='epoch' AND epoch>?) OR "
-                       "(scope='step' AND epoch>=?))", (run_id, epoch + 1, epoch + 1))
+                       "(scope='step' AND epoch>=?) OR scope='final')", (run_id, epoch + 1, epoch + 1))
 
     def metrics(self, run_id: str, scope: str | None = None) -> list[dict]:
         sql, args = "SELECT * FROM metrics WHERE run_id=?", [run_id]

@@ -8,6 +8,7 @@ metrics, checkpoints and probes. Cancellation comes from a threading.Event or fr
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -15,6 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -22,16 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RunConfig
+from .config import CUSTOM_PREFIX, RunConfig, custom_model_factory
 from .data import Dataset, get_dataset_spec, load_dataset
+from .distributed import FollowerStore, setup as setup_distributed
 from .kd.base import Batch
 from .models import create_model
 from .models.outputs import TapSpecs
 from .schemes import RunContext, get_scheme
+from .speed import NO_TIMER, StepTimer, no_compile, prepare_student, prepare_teacher
 from .store import Store
 
 LOG_EVERY_S = 0.5          # how often step metrics are flushed (each flush syncs the device once)
 CANCEL_POLL_S = 0.25       # how often the store is asked whether someone cancelled the run
+DIVERGED_FACTOR = 1e4      # a loss this many times its first value has diverged, even while still finite
 
 
 class RunCancelled(Exception):
@@ -85,13 +90,17 @@ def fill_defaults(config: RunConfig) -> RunConfig:
 
 
 def teacher_config(config: RunConfig, arch: str | None = None) -> RunConfig:
-    """The recipe a teacher is trained with: a run of its own, reused whenever it matches."""
-    return RunConfig(
+    """The recipe a teacher is trained with: a run of its own, reused whenever it matches.
+
+    Only the data and the teacher's epochs come from the student's config; the optimisation is the
+    dataset's recipe, so students tried with other learning rates or batch sizes share one teacher."""
+    tcfg = RunConfig(
         name=None, role="teacher", dataset=config.dataset, data_root=config.data_root, image_size=config.image_size,
         augment=config.augment, student=arch or config.teacher, teacher=None, methods=[], scheme="offline",
-        epochs=config.teacher_epochs, teacher_epochs=config.teacher_epochs, batch_size=config.batch_size,
-        optimizer=config.optimizer, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-        schedule=config.schedule, seed=0, device=config.device, amp=config.amp, probe_epochs=[], probe_size=0)
+        epochs=config.teacher_epochs, teacher_epochs=config.teacher_epochs, seed=0, device=config.device,
+        amp=config.amp, probe_epochs=[], probe_size=0)
+    tcfg.allow_custom_code = config.allow_custom_code   # a custom teacher is the same trusted user's code
+    return tcfg
 
 
 def recipe_hash(config: RunConfig) -> str:
@@ -111,10 +120,15 @@ class Trainer:
     def __init__(self, config: RunConfig, store: Store | None = None,
                  on_event: Callable[[Event], None] | None = None, cancel: threading.Event | None = None):
         self.config = fill_defaults(config)
-        self.store = store or Store()
-        self.on_event = on_event or (lambda e: None)
+        self.dist = setup_distributed(self.config.device)   # None unless started by torchrun: distributed.py
+        self.main = self.dist is None or self.dist.is_main   # the one process that records the run
+        if self.dist is not None:
+            self.dist.check_batch_size(self.config.batch_size)
+        self.store = (store or Store()) if self.main else FollowerStore(self.dist.rank)
+        self.on_event = (on_event or (lambda e: None)) if self.main else (lambda e: None)
         self.cancel = cancel
         self._last_poll = 0.0
+        self._first_loss = None
 
     # ------------------------------------------------------------------ public
     def run(self, run_id: str | None = None, resume: bool = False) -> dict:
@@ -153,6 +167,12 @@ class Trainer:
         self.on_event(Event(kind, self.run_id, epoch, step, values or {}, message))
 
     def _check_cancel(self, force=False):
+        if self.dist is not None:   # every rank must stop at the same step: decided together, at epoch ends
+            wanted = self.main and ((self.cancel is not None and self.cancel.is_set()) or
+                                    self.store.cancel_requested(self.run_id))
+            if force and self.dist.any(wanted):
+                raise RunCancelled()
+            return
         if self.cancel is not None and self.cancel.is_set():
             raise RunCancelled()
         now = time.monotonic()
@@ -163,7 +183,7 @@ class Trainer:
 
     def _run(self, resume: bool) -> dict:
         cfg = self.config
-        device = resolve_device(cfg.device)
+        device = self.dist.device if self.dist is not None else resolve_device(cfg.device)
         self.store.update_run(self.run_id, device=str(device))
         torch.manual_seed(cfg.seed)
         data = load_dataset(cfg.dataset, cfg.data_root, cfg.n_train, device, cfg.image_size)
@@ -171,17 +191,18 @@ class Trainer:
         c, h, w = data.shape
 
         def make_model(arch: str) -> nn.Module:
-            return create_model(arch, num_classes=data.num_classes, in_channels=c, image_size=h).to(device)
+            build = custom_model_factory(arch) if arch.startswith(CUSTOM_PREFIX) else partial(create_model, arch)
+            return build(num_classes=data.num_classes, in_channels=c, image_size=h).to(device)
 
         scheme_cls = get_scheme(cfg.scheme)
         teacher = None
         teacher_acc = None
         if scheme_cls.needs_teacher and cfg.role == "distill":
-            teacher = self._resolve_teacher(make_model, cfg.teacher)
-            teacher_acc = evaluate(teacher, data, "test", cfg.batch_size * 4)
+            teacher = prepare_teacher(self._resolve_teacher(make_model, cfg.teacher), cfg)
+            teacher_acc = evaluate(teacher, data, "test", cfg.batch_size * 4) if self.main else None
         torch.manual_seed(cfg.seed)   # the student's init must not depend on whether a teacher was trained
-        student = make_model(cfg.student)
-        steps = data.steps_per_epoch(cfg.batch_size)
+        student = prepare_student(make_model(cfg.student), cfg)
+        steps = data.steps_per_epoch(cfg.batch_size, drop_last=self.dist is not None)
         ctx = RunContext(cfg, data, device, student, teacher, make_model, steps, cfg.epochs,
                          load_teacher=lambda arch: self._resolve_teacher(make_model, arch))
         scheme = get_scheme(cfg.scheme)(ctx, **cfg.scheme_params).to(device)
@@ -194,19 +215,30 @@ class Trainer:
 
         start_epoch = 0
         ckpt_path = self.run_dir / "checkpoint.pt"
+        state = None
         if resume and ckpt_path.exists():
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            state = torch.load(ckpt_path, map_location=device if self.dist is None else "cpu", weights_only=True)
+        if resume and self.dist is not None:   # rank 0's checkpoint, for every rank (it may be on another machine)
+            state = self.dist.from_main(state)
+        if state is not None:
             scheme.load_state_dict(state["scheme"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["schedule"])
             gen.set_state(state["generator"])
+            if "torch_rng" in state:   # anything drawing from the global RNG (dropout, sampling) continues too
+                torch.set_rng_state(state["torch_rng"].cpu())
+                if torch.cuda.is_available() and state.get("cuda_rng"):
+                    torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
             start_epoch = state["epoch"] + 1
             self.store.delete_metrics_after(self.run_id, state["epoch"])
+        elif resume:   # killed before its first checkpoint: start over, dropping the partial epoch's metrics
+            self.store.delete_metrics_after(self.run_id, -1)
         self._emit("start", values={"teacher_acc": teacher_acc, "device": str(device), "epochs": cfg.epochs,
                                     "steps_per_epoch": steps, "n_train": len(data.train), "student": cfg.student,
                                     "teacher": cfg.teacher if teacher is not None else None})
-        if 0 in cfg.probe_epochs and start_epoch == 0 and cfg.probe_size:
+        if self.main and 0 in cfg.probe_epochs and start_epoch == 0 and cfg.probe_size:
             self._probe(scheme, teacher, 0)
+        stepper = scheme if self.dist is None else self.dist.wrap(scheme)   # DDP: gradients averaged over ranks
 
         step = start_epoch * steps
         total_steps = cfg.epochs * steps
@@ -218,28 +250,21 @@ class Trainer:
             seen = 0
             win_sums: dict[str, torch.Tensor] = {}
             win_seen, win_steps, t_win = 0, 0, time.perf_counter()
-            for x, y, idx in data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=gen):
+            batches = train_batches(data, cfg, gen, epoch, step, total_steps, drop_last=self.dist is not None)
+            for batch in (batches if self.dist is None else self.dist.shard(batches)):   # this rank's share
                 self._check_cancel()
-                batch = Batch(x, y, idx, epoch, step, step / total_steps)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits, losses = scheme.train_step(batch)
-                    loss = sum(losses.values())
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                sched.step()
+                y = batch.y
+                logits, loss, losses = training_step(stepper, batch, opt, sched, amp_dtype, scaler)
+                if self._first_loss is None:   # one sync per run: the reference for spotting divergence
+                    self._first_loss = loss.detach().float().item()
                 step += 1
                 with torch.no_grad():
                     for k, v in (("loss", loss), *losses.items()):
                         v = v.detach().float() * len(y)
                         sums[k] = sums[k] + v if k in sums else v
                         win_sums[k] = win_sums[k] + v if k in win_sums else v
-                    correct += (logits.argmax(1) == y).sum()
+                    # batch.y: a data-free scheme trains on its own images and sets their targets there
+                    correct += (logits.argmax(1) == batch.y).sum()
                 seen += len(y)
                 win_seen += len(y)
                 win_steps += 1
@@ -251,6 +276,8 @@ class Trainer:
                     self.store.log_metrics(self.run_id, "step", epoch, step, values)
                     self._emit("step", epoch, step, values | {"progress": step / total_steps})
                     win_sums, win_seen, win_steps, t_win = {}, 0, 0, time.perf_counter()
+            if self.dist is not None:   # the epoch's metrics over every rank's share
+                sums, correct, seen = self.dist.sum_epoch(sums, correct, seen)
             train_values = {f"train/{k}": v.item() / seen for k, v in sums.items()}
             self._check_finite({k[6:]: v for k, v in train_values.items()}, epoch, step)
             seconds = time.perf_counter() - t_epoch
@@ -262,9 +289,10 @@ class Trainer:
             values["val/acc"] = values[f"val/acc/{next(iter(scheme.eval_models()))}"]
             self.store.log_metrics(self.run_id, "epoch", epoch + 1, step, values)
             self._emit("epoch", epoch + 1, step, values)
-            if epoch + 1 in cfg.probe_epochs and cfg.probe_size:
+            if self.main and epoch + 1 in cfg.probe_epochs and cfg.probe_size:
                 self._probe(scheme, teacher, epoch + 1)
-            if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            if self.main and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0
+                                                       or epoch + 1 == cfg.epochs):
                 self._save_checkpoint(ckpt_path, scheme, opt, sched, gen, epoch)
             self._check_cancel(force=True)
 
@@ -277,6 +305,12 @@ class Trainer:
         summary["epochs"] = cfg.epochs
         if teacher is not None:
             summary["teacher_run"] = getattr(teacher, "kd_source", None)
+        cache = getattr(scheme, "teacher_cache", None)
+        summary["teacher_cache"] = cache is not None   # honest flag: teacher logits were reused
+        if cache is not None:
+            summary["teacher_cache_hit_rate"] = round(cache.hit_rate, 4)
+        if not self.main:
+            return summary   # rank 0 saves and records the run
         final = self.run_dir / "model.pt"
         torch.save({n: m.state_dict() for n, m in models.items()}, final)
         self.store.add_artifact(self.run_id, "model", final, "state_dict")
@@ -287,11 +321,14 @@ class Trainer:
 
     def _check_finite(self, values: dict, epoch: int, step: int):
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-        if bad:
+        first = self._first_loss if self._first_loss is not None and math.isfinite(self._first_loss) else 1.0
+        exploded = abs(values.get("loss", 0.0)) > DIVERGED_FACTOR * max(abs(first), 1.0)
+        if bad or exploded:
             cfg = self.config
-            terms = ", ".join(f"{k}={v}" for k, v in values.items())
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+            what = "became non-finite" if bad else f"diverged (over {DIVERGED_FACTOR:g}x its first value {first:.4g})"
             raise RunFailed(
-                f"the loss became non-finite at epoch {epoch + 1}, step {step} ({terms}). Likely cause: the "
+                f"the loss {what} at epoch {epoch + 1}, step {step} ({terms}). Likely cause: the "
                 f"learning rate is too high (lr={cfg.lr}) or a distillation weight is too large "
                 f"({', '.join(f'{m.key}={m.weight}' for m in cfg.methods) or 'no methods'}). "
                 f"Fix: lower --lr (the {cfg.dataset} recipe uses {get_dataset_spec(cfg.dataset).recipe['lr']}) "
@@ -299,7 +336,8 @@ class Trainer:
 
     def _save_checkpoint(self, path: Path, scheme, opt, sched, gen, epoch: int):
         state = {"scheme": scheme.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                 "generator": gen.get_state(), "epoch": epoch}
+                 "generator": gen.get_state(), "epoch": epoch, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         tmp = path.with_suffix(".tmp")
         try:
             torch.save(state, tmp)
@@ -310,18 +348,25 @@ class Trainer:
                             "Free disk space or set KD_EXPLORER_HOME to a folder on a larger disk.") from e
         self.store.add_artifact(self.run_id, "checkpoint", path, "checkpoint")
 
+    @no_compile   # probes hook into modules, which would make compiled models recompile
     def _probe(self, scheme, teacher, epoch: int):
         """Save a fixed test batch's logits and taps, so every analysis view works at this epoch."""
         from .analysis.probes import capture_probe, save_probe
         cfg, data = self.config, self.data
         n = min(cfg.probe_size, len(data.test))
         x, y = data.normalize(data.test.x[:n]), data.test.y[:n]
+        reference, ref_stages = teacher, cfg.teacher_stages
+        if reference is None:   # a teacher-less scheme may name what to compare with (a DML peer) ...
+            reference, ref_stages = scheme.probe_reference(), None
+        if reference is None:   # ... or have nothing (self-KD): a probe needs both sides, so none is saved
+            return
         captured = {}
         for role, model, stages in (("student", next(iter(scheme.eval_models().values())), cfg.student_stages),
-                                    ("teacher", teacher, cfg.teacher_stages)):
+                                    ("teacher", reference, ref_stages)):
             if model is not None:
                 specs = TapSpecs.of(model, stages)
-                captured[role] = capture_probe(model, x, list(specs.stages), specs.embedding)
+                # a model outside the zoo may not name an embedding: its deepest stage, flattened, stands in
+                captured[role] = capture_probe(model, x, list(specs.stages), specs.embedding or specs.stages[-1])
         path = self.run_dir / f"probe_epoch{epoch:03d}.pt"
         save_probe(path, epoch, x.cpu(), y.cpu(), torch.arange(n), captured.get("student"), captured.get("teacher"))
         self.store.add_artifact(self.run_id, f"probe_epoch{epoch:03d}", path, "probe")
@@ -330,21 +375,27 @@ class Trainer:
         """A frozen teacher: from --teacher-ckpt, a bundled file, a finished teacher run, or trained now."""
         cfg = self.config
         model = make_model(arch)
+        # Under torchrun only rank 0 loads weights; Dist.wrap broadcasts them (the teacher is in the scheme).
         if cfg.teacher_ckpt and arch == cfg.teacher:
-            load_state(model, cfg.teacher_ckpt)
+            if self.main:
+                load_state(model, cfg.teacher_ckpt)
             model.kd_source = f"file:{cfg.teacher_ckpt}"
         else:
             tcfg = teacher_config(cfg, arch)
             tcfg = fill_defaults(tcfg)
             rhash = recipe_hash(tcfg)
             found = self.store.find_completed(rhash)
+            if self.dist is not None:   # rank 0's store decides for every rank whether to train one
+                found = self.dist.from_main(found)
             bundled = bundled_teacher(rhash)
             if found is not None:
-                load_state(model, self.store.artifacts(found["id"])["model"], "student")
+                if self.main:
+                    load_state(model, self.store.artifacts(found["id"])["model"], "student")
                 model.kd_source = found["id"]
             elif bundled is not None:
                 load_state(model, bundled, "student")
                 model.kd_source = f"bundled:{bundled.name}"
+                self._emit("log", message=f"teacher {arch}: the bundled data/teachers/{bundled.name} (no training)")
             else:
                 self._emit("log", message=f"training teacher {arch} on {cfg.dataset} ({tcfg.epochs} epochs) -- "
                                           "once; later runs reuse it")
@@ -353,8 +404,9 @@ class Trainer:
                     Event(e.kind if e.kind == "log" else "teacher_" + e.kind, parent, e.epoch, e.step, e.values,
                           e.message)), cancel=self.cancel)
                 sub._last_poll = 0.0
-                result = sub.run()
-                load_state(model, self.store.artifacts(result["run_id"])["model"], "student")
+                result = sub.run()   # every rank takes part; rank 0 records it
+                if self.main:
+                    load_state(model, self.store.artifacts(result["run_id"])["model"], "student")
                 model.kd_source = result["run_id"]
             self.store.update_run(self.run_id, teacher_run=model.kd_source)
         model.eval()
@@ -373,6 +425,34 @@ def amp_dtype_for(device: torch.device):
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_batches(data: Dataset, cfg: RunConfig, gen: torch.Generator, epoch: int, step: int, total_steps: int,
+                  drop_last: bool = False):
+    """One epoch of shuffled, augmented training batches as the scheme sees them (the trainer's and the bench's)."""
+    for x, y, idx, views in data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment,
+                                         generator=gen, with_views=True, drop_last=drop_last):
+        yield Batch(x, y, idx, epoch, step, step / total_steps, views)
+        step += 1
+
+
+def training_step(scheme, batch: Batch, opt, sched, amp_dtype, scaler, timer: StepTimer = NO_TIMER):
+    """One optimisation step: the scheme's forward and loss, backward, the optimiser and schedule.
+    Shared by the trainer and `bench throughput` (which times the sections); it never syncs the host."""
+    with timer("forward"), torch.autocast(batch.x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits, losses = scheme.train_step(batch)
+        loss = sum(losses.values())
+    with timer("backward"):
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    with timer("optimizer"):
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        sched.step()
+    return logits, loss, losses
 
 
 def make_optimizer(cfg: RunConfig, params, device: torch.device):
@@ -411,6 +491,9 @@ def explain(e: BaseException) -> str:
     """A message a user can act on, for the failures we can name."""
     if isinstance(e, (RunFailed,)):
         return str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return (f"the disk is full ({e}). Fix: free disk space, or set KD_EXPLORER_HOME to a folder on a "
+                "larger disk and resume the run.")
     if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
         return (f"the device ran out of memory ({str(e).splitlines()[0][:200]}). Fix: lower --batch-size, "
                 "pick a smaller model, or use --device cpu.")

@@ -478,3 +478,36 @@ def test_probe_validation(tmp_path, cnn, images):
     torch.save({"epoch": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a probe file"):
         P.load_probe(tmp_path / "bad.pt")
+
+
+def test_stage_maps_one_pass_matches_captum_and_at(cnn, images):
+    cnn.train()
+    out = A.stage_maps(cnn, images, ["stage1", "stage2"])
+    assert cnn.training and all(p.grad is None for p in cnn.parameters())
+    assert set(out) == {"at", "gradcam", "target", "logits"} and out["logits"].shape == (6, 4)
+    at = A.activation_attention(cnn, images, ["stage1", "stage2"])
+    for s in ("stage1", "stage2"):
+        assert out["gradcam"][s].shape == (6, 16, 16)
+        assert np.allclose(out["gradcam"][s], A.gradcam(cnn, images, s), atol=1e-5)
+        assert np.allclose(out["at"][s], at[s], atol=1e-6)
+    t1 = A.stage_maps(cnn, images, ["stage2"], target=1)
+    assert np.allclose(t1["gradcam"]["stage2"], A.gradcam(cnn, images, "stage2", target=1), atol=1e-5)
+    assert (t1["target"] == 1).all()
+    with pytest.raises(TapError, match="'unused' never fired"):
+        A.stage_maps(cnn, images, ["unused"])
+
+
+def test_cka_matrix_low_precision_grams_and_bad_values():
+    g = _rng()
+    base = torch.randn(300, 16, generator=g)
+    fa = {"a": (base @ torch.randn(16, 2048, generator=g)).relu(), "b": torch.randn(300, 64, generator=g)}
+    fb = {"c": (base @ torch.randn(16, 1024, generator=g)).tanh() + 3.0}
+    ref = C.cka_matrix(fa, fb, gram_dtype=torch.float64)
+    assert np.allclose(C.cka_matrix(fa, fb).values, ref.values, atol=1e-6)
+    assert np.allclose(C.cka_matrix(fa, fb, gram_dtype=torch.bfloat16).values, ref.values, atol=1e-3)
+    bad = torch.randn(300, 8)
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="'bad'.*NaN"):
+        C.cka_matrix({"bad": bad}, fb)
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        C.linear_cka(bad, bad)

@@ -221,7 +221,7 @@ def test_impossible_pairings_explain_themselves():
     with pytest.raises(ValueError, match="4-D"):
         match_spatial(torch.rand(2, 8), torch.rand(2, 8, 2, 2))
     with pytest.raises(ValueError, match="no teacher stages"):
-        get_method("nst")(make_ctx(t=()))
+        get_method("nst")(make_ctx(t=(), t_emb=128))
 
 
 def test_match_spatial_pools_larger_and_connector():

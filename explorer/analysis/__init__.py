@@ -7,7 +7,7 @@ disagreements), embeddings (2-D projections), probes (per-epoch probe files).
 Every view accepts a loaded probe's dicts directly (see probes.py for the format).
 """
 from .attention import (activation_attention, at_map, black_baseline, class_mean_maps, gradcam,
-                        integrated_gradients, map_gap, normalize_maps, saliency, stage_attention)
+                        integrated_gradients, map_gap, normalize_maps, saliency, stage_attention, stage_maps)
 from .cka import (CKAAccumulator, cka_matrix, cka_over_epochs, features_for, hsic_unbiased, linear_cka,
                   minibatch_cka, rbf_cka, stage_features)
 from .embeddings import project, tsne_perplexity
@@ -19,7 +19,7 @@ from .relations import (class_boundaries, cosine_gram, dark_knowledge, relation_
 
 __all__ = [
     "activation_attention", "at_map", "black_baseline", "class_mean_maps", "gradcam",
-    "integrated_gradients", "map_gap", "normalize_maps", "saliency", "stage_attention",
+    "integrated_gradients", "map_gap", "normalize_maps", "saliency", "stage_attention", "stage_maps",
     "CKAAccumulator", "cka_matrix", "cka_over_epochs", "features_for", "hsic_unbiased", "linear_cka",
     "minibatch_cka", "rbf_cka", "stage_features",
     "project", "tsne_perplexity",

@@ -53,30 +53,49 @@ def stage_features(feats) -> dict[str, torch.Tensor]:
     raise TypeError(f"expected a dict of stage features or a probe side dict, got {type(feats).__name__}")
 
 
-def _centred(x, name: str, dtype=torch.float64) -> torch.Tensor:
-    """(n, ...) -> centred, unit-Frobenius-norm (n, d) in `dtype`; raise if constant."""
+def _centred(x, name: str, work=torch.float64) -> torch.Tensor:
+    """(n, ...) -> centred (n, d) features in `work` precision (float64 by default; float64 input
+    always stays float64); raise if constant or non-finite. Rescaled to max |value| = 1 only when
+    the values are extreme (CKA is scale invariant; this just keeps squares in range). Few passes
+    over the data on purpose: on large conv features this step is memory-bound."""
     t = as_tensor(x)
     if t.dim() < 1:
         raise ValueError(f"stage {name!r}: features must be (n, ...), got a scalar")
     n = t.shape[0]
     if n < 2:
         raise ValueError(f"stage {name!r}: CKA needs at least 2 samples; got n={n}")
+    if t.dtype == torch.float64:
+        work = torch.float64
     t = t.reshape(n, -1)
-    t64 = t.to(torch.float64)
-    if not torch.isfinite(t64).all():
+    if t.dtype != work:
+        t = t.to(work)
+    mean = t.mean(0, keepdim=True)
+    xc = t - mean
+    spread = torch.linalg.vector_norm(xc, ord=float("inf"))
+    if not torch.isfinite(spread):
         raise ValueError(f"stage {name!r}: features contain NaN or inf")
-    scale_in = t64.abs().max()
-    if scale_in == 0:
-        raise ValueError(f"stage {name!r}: features are constant (all zero) over the {n} samples; "
-                         "CKA is undefined for a constant representation")
-    t64 = t64 / scale_in                      # bring to O(1) before squaring anything
-    xc = t64 - t64.mean(0, keepdim=True)
-    norm = torch.linalg.vector_norm(xc)
-    if norm <= _CONST_RTOL * torch.linalg.vector_norm(t64):
+    level = torch.linalg.vector_norm(mean, ord=float("inf")) if mean.numel() else spread
+    tol = _CONST_RTOL if work == torch.float64 else 1e-6
+    if spread == 0 or spread <= tol * level:
         raise ValueError(f"stage {name!r}: features are constant over the {n} samples; "
                          "CKA is undefined for a constant representation")
-    xc = xc / norm
-    return xc.to(dtype)
+    if not 1e-8 <= float(spread) <= 1e8:
+        xc.div_(spread)
+    return xc
+
+
+def _sym_gram(t: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """t @ t.T computing only the block upper triangle (5/8 of the products for 4 blocks), then
+    mirroring it: the Gram matrix is symmetric, and the product dominates cka_matrix's time."""
+    n = t.shape[0]
+    if n < 256 or blocks < 2:
+        return t @ t.T
+    edges = np.linspace(0, n, blocks + 1).round().astype(int)
+    g = torch.empty(n, n, dtype=t.dtype)
+    for a, b in zip(edges[:-1], edges[1:]):
+        g[a:b, a:] = t[a:b] @ t[a:].T
+    up = torch.triu(g)
+    return up + torch.triu(g, 1).T
 
 
 def _centre_gram(k: torch.Tensor) -> torch.Tensor:
@@ -104,6 +123,7 @@ def linear_cka(x, y) -> float:
     """
     _check_n(x, y)
     xc, yc = _centred(x, "x"), _centred(y, "y")
+    xc, yc = xc / torch.linalg.vector_norm(xc), yc / torch.linalg.vector_norm(yc)
     n, dx, dy = xc.shape[0], xc.shape[1], yc.shape[1]
     if dx * dy + dx * dx + dy * dy < n * (dx + dy):
         num = torch.linalg.matrix_norm(yc.T @ xc) ** 2
@@ -263,9 +283,44 @@ def minibatch_cka(x, y, batch_size: int = 256) -> float:
 
 # ----------------------------------------------------------------------------------- matrices
 def _gram_unit(x, name: str, gram_dtype) -> torch.Tensor:
-    """Centred Gram matrix of one stage, float64, normalised to unit Frobenius norm, flattened."""
-    xc = _centred(x, name, torch.float64).to(gram_dtype)
-    k = (xc @ xc.T).to(torch.float64)
+    """Centred Gram matrix of one stage, float64, normalised to unit Frobenius norm, flattened.
+
+    Features are centred in float32 (float64 if they are float64 or gram_dtype is float64); the
+    Gram product runs in gram_dtype; centring of the Gram and everything after it in float64.
+    This is cka_matrix's hot path, so the (n, d) features are read as few times as possible: the
+    constant / NaN checks use the mean and the Gram matrix instead of extra passes.
+    """
+    t = as_tensor(x)
+    if t.dim() < 1 or t.shape[0] < 2:
+        raise ValueError(f"stage {name!r}: CKA needs (n, ...) features with n >= 2; got shape {tuple(t.shape)}")
+    n = t.shape[0]
+    work = torch.float64 if (t.dtype == torch.float64 or gram_dtype == torch.float64) else torch.float32
+    t = t.reshape(n, -1)
+    if t.dtype != work:
+        t = t.to(work)
+    mean = t.mean(0, keepdim=True)
+    xc = t - mean
+    probe = max(float(xc[0].abs().max()), float(mean.abs().max()))
+    if not math.isfinite(probe):
+        raise ValueError(f"stage {name!r}: features contain NaN or inf")
+    scale = 1.0
+    if not 1e-8 <= probe <= 1e8:                       # extreme values: rescale before squaring
+        scale = float(torch.linalg.vector_norm(xc, ord=float("inf")))
+        if not math.isfinite(scale):
+            raise ValueError(f"stage {name!r}: features contain NaN or inf")
+        if scale > 0:
+            xc.div_(scale)
+        else:
+            scale = 1.0
+    k = _sym_gram(xc if xc.dtype == gram_dtype else xc.to(gram_dtype)).to(torch.float64)
+    if not torch.isfinite(k).all():
+        raise ValueError(f"stage {name!r}: features contain NaN or inf")
+    spread = float(torch.trace(k))                     # ||Xc||_F^2
+    level = n * float((mean.to(torch.float64) ** 2).sum()) / scale ** 2
+    tol = _CONST_RTOL if work == torch.float64 else 1e-6
+    if spread <= 0 or spread <= tol * tol * level:
+        raise ValueError(f"stage {name!r}: features are constant over the {n} samples; "
+                         "CKA is undefined for a constant representation")
     k = _centre_gram(k)                   # removes the tiny drift of a low-precision product
     return (k / torch.linalg.vector_norm(k)).reshape(-1)
 

@@ -5,9 +5,11 @@ flattened per sample), torch tensors or numpy arrays; probe embeddings can be pa
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.spatial.distance import cdist
 
 from ._util import as_numpy, as_tensor, labels_numpy
 
@@ -15,26 +17,28 @@ __all__ = ["cosine_gram", "rkd_distance_matrix", "rkd_angle_stats", "sort_by_cla
            "class_boundaries", "relation_gap", "dark_knowledge"]
 
 
-def _emb64(emb) -> torch.Tensor:
-    t = as_tensor(emb)
-    if t.dim() == 1:
-        t = t[:, None]
-    t = t.reshape(t.shape[0], -1).to(torch.float64)
-    if not torch.isfinite(t).all():
+def _emb64(emb) -> np.ndarray:
+    """(n, ...) -> (n, D) float64 numpy. The relation maths is small (n ~ hundreds) and runs in
+    numpy on purpose: no thread-pool wake-ups, which dominate tiny torch ops on a busy CPU."""
+    a = as_numpy(emb, np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a.reshape(a.shape[0], -1)
+    if not np.isfinite(a).all():
         raise ValueError("embeddings contain NaN or inf")
-    return t
+    return a
 
 
 def cosine_gram(emb) -> np.ndarray:
     """(n, n) cosine similarities of the samples' embeddings. Symmetric, values in [-1, 1],
     diagonal exactly 1 (0 for an all-zero embedding, whose direction is undefined)."""
     e = _emb64(emb)
-    norms = torch.linalg.vector_norm(e, dim=1)
-    u = e / norms.clamp_min(1e-300)[:, None]
-    g = (u @ u.T).clamp(-1.0, 1.0)
+    norms = np.linalg.norm(e, axis=1)
+    u = e / np.where(norms > 0, norms, 1.0)[:, None]
+    g = np.clip(u @ u.T, -1.0, 1.0)
     g = 0.5 * (g + g.T)
-    g.diagonal().copy_((norms > 0).to(torch.float64))
-    return g.numpy()
+    np.fill_diagonal(g, (norms > 0).astype(np.float64))
+    return g
 
 
 def rkd_distance_matrix(emb) -> np.ndarray:
@@ -44,13 +48,23 @@ def rkd_distance_matrix(emb) -> np.ndarray:
     n = e.shape[0]
     if n < 2:
         raise ValueError(f"rkd_distance_matrix needs at least 2 samples; got n={n}")
-    d = torch.cdist(e, e, compute_mode="donot_use_mm_for_euclid_dist")   # exact, not |a|^2+|b|^2-2ab
+    d = cdist(e, e)                       # exact differences, not |a|^2 + |b|^2 - 2ab
     d = 0.5 * (d + d.T)
-    d.fill_diagonal_(0.0)
+    np.fill_diagonal(d, 0.0)
     mean = d.sum() / (n * (n - 1))
     if mean <= 0:
         raise ValueError("rkd_distance_matrix: all embeddings are identical (mean distance 0)")
-    return (d / mean).numpy()
+    return d / mean
+
+
+@lru_cache(maxsize=8)
+def _triplets(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    j, i, k = np.meshgrid(np.arange(m), np.arange(m), np.arange(m), indexing="ij")
+    keep = (i != j) & (k != j) & (i != k)
+    out = (j[keep], i[keep], k[keep])
+    for a in out:
+        a.flags.writeable = False        # cached: shared between calls
+    return out
 
 
 def rkd_angle_stats(emb, max_samples: int = 64, bins: int = 40, seed: int = 0) -> dict:
@@ -69,18 +83,16 @@ def rkd_angle_stats(emb, max_samples: int = 64, bins: int = 40, seed: int = 0) -
     rows = np.arange(n)
     if n > max_samples:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
-        e = e[torch.as_tensor(rows)]
+        e = e[rows]
     m = e.shape[0]
     # (e_i - e_j).(e_k - e_j) = G_ik - G_ij - G_jk + G_jj from the Gram matrix: O(m^3) memory, not O(m^2 D)
     g = e @ e.T
-    gd = g.diagonal()
-    d = (gd[:, None] + gd[None, :] - 2.0 * g).clamp_min(0.0).sqrt()           # d[i, j] = |e_i - e_j|
-    dot = g[None, :, :] - g.T[:, :, None] - g[:, None, :] + gd[:, None, None]  # dot[j, i, k]
-    den = d.T[:, :, None] * d.T[:, None, :]                                    # |e_i - e_j| |e_k - e_j|
-    cos = torch.where(den > 0, dot / den.clamp_min(1e-300), torch.zeros_like(dot))
-    j, i, k = torch.meshgrid(torch.arange(m), torch.arange(m), torch.arange(m), indexing="ij")
-    keep = (i != j) & (k != j) & (i != k)
-    vals = cos[keep].clamp(-1.0, 1.0).numpy()
+    gd = np.diag(g)
+    d = np.sqrt(np.maximum(gd[:, None] + gd[None, :] - 2.0 * g, 0.0))     # d[i, j] = |e_i - e_j|
+    j, i, k = _triplets(m)
+    dot = g[i, k] - g[i, j] - g[j, k] + gd[j]
+    den = d[i, j] * d[k, j]
+    vals = np.clip(np.divide(dot, den, out=np.zeros_like(dot), where=den > 0), -1.0, 1.0)
     edges = np.linspace(-1.0, 1.0, bins + 1)
     hist, _ = np.histogram(vals, bins=edges)
     width = edges[1] - edges[0]

@@ -66,39 +66,62 @@ class Dataset:
         return ((x - self._shift.to(x.device)) / (self._scale.to(x.device) * 255.0)).clamp(0, 1)
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, augment: bool = False,
-                generator: torch.Generator | None = None, drop_last: bool = False):
-        """Yield (x normalised float, y, index) on the device."""
+                generator: torch.Generator | None = None, drop_last: bool = False, with_views: bool = False):
+        """Yield (x normalised float, y, index) on the device; with_views: (x, y, index, view ids or None)."""
         data = self.split(split)
         n = len(data)
         order = torch.randperm(n, generator=generator).to(self.device) if shuffle else torch.arange(n, device=self.device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            x = self.normalize(data.x[idx])
+            x, views = self.normalize(data.x[idx]), None
             if augment and self.spec.augment != "none":
-                x = augment_batch(x, self.spec.pad, flip=self.spec.augment == "crop_flip", generator=generator)
-            yield x, data.y[idx], idx
+                flip = self.spec.augment == "crop_flip"
+                views = draw_views(len(idx), self.spec.pad, flip, generator).to(self.device)
+                x = augment_batch(x, self.spec.pad, flip, views=views)
+            yield (x, data.y[idx], idx, views) if with_views else (x, data.y[idx], idx)
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self.train)
         return max(1, n // batch_size) if drop_last else -(-n // batch_size)
 
 
-def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random pad-and-crop (zero padding = the mean colour after normalisation) and horizontal flip."""
+def n_views(pad: int, augment: str) -> int:
+    """How many distinct augmented views an image has: pad-crop offsets x (flipped or not)."""
+    if augment == "none":
+        return 1
+    return (2 * pad + 1) ** 2 * (2 if augment == "crop_flip" else 1)
+
+
+def draw_views(b: int, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random view id per image, in [0, n_views): flipped * (2 pad + 1)^2 + crop row * (2 pad + 1) + crop
+    column. Ids make the views countable, so a frozen teacher's outputs can be cached per (sample, view)."""
+    # drawn on the CPU generator so a run is reproducible on any device
+    span = 2 * pad + 1
+    oy = torch.randint(0, span, (b,), generator=generator) if pad > 0 else torch.zeros(b, dtype=torch.long)
+    ox = torch.randint(0, span, (b,), generator=generator) if pad > 0 else torch.zeros(b, dtype=torch.long)
+    flipped = (torch.rand(b, generator=generator) < 0.5).long() if flip else torch.zeros(b, dtype=torch.long)
+    return flipped * span * span + oy * span + ox
+
+
+def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None,
+                  views: torch.Tensor | None = None) -> torch.Tensor:
+    """Random pad-and-crop (zero padding = the mean colour after normalisation) and horizontal flip;
+    `views` (from draw_views) picks them instead of drawing."""
     b, c, h, w = x.shape
+    if views is None:
+        views = draw_views(b, pad, flip, generator)
+    views = views.to(x.device)
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad))
-        # random numbers are drawn on the CPU generator so a run is reproducible on any device
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        span = 2 * pad + 1
+        oy, ox = (views % (span * span)) // span, views % span
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * pad)
         x = padded.gather(2, rows)
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
         x = x.gather(3, cols)
     if flip:
-        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        x = torch.where((views >= (2 * pad + 1) ** 2)[:, None, None, None], x.flip(3), x)
     return x
 
 

@@ -59,6 +59,7 @@ class Batch:
     epoch: int = 0               # 0-based
     step: int = 0                # global step
     progress: float = 0.0        # fraction of the run done, in [0, 1]
+    view: torch.Tensor | None = None   # augmented view id per row (data.draw_views); None = not augmented
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class Scheme(nn.Module):
     needs_teacher: ClassVar[bool] = False
     uses_methods: ClassVar[bool] = False   # whether the config's knowledge terms apply
     notes: ClassVar[str] = ""
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}   # allowed values of string hparams
 
     def __init__(self, ctx: RunContext, **hp):
         super().__init__()
@@ -48,8 +49,31 @@ class Scheme(nn.Module):
         if unknown:
             raise ValueError(f"scheme {self.key!r}: unknown hyperparameter(s) {sorted(unknown)}; "
                              f"allowed: {sorted(known) or 'none'}")
+        self.check_params(hp)
         self.hp = {name: hp.get(name, h.default) for name, h in known.items()}
         self.ctx = ctx
+
+    @classmethod
+    def check_params(cls, params: dict) -> None:
+        """Type and range of each given hyperparameter (its default's type decides), so a bad value
+        fails with its name instead of deep inside a run; string hparams listed in `choices` are checked too."""
+        known = {h.name: h for h in cls.hparams}
+        for name, v in params.items():
+            h = known.get(name)
+            if h is None:
+                raise ValueError(f"scheme {cls.key!r}: unknown hyperparameter {name!r}; allowed: {sorted(known) or 'none'}")
+            kind = type(h.default)
+            ok = (isinstance(v, bool) if kind is bool else isinstance(v, str) if kind is str else
+                  isinstance(v, int) and not isinstance(v, bool) if kind is int else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"))
+            if ok and kind in (int, float):
+                ok = (h.low is None or v >= h.low) and (h.high is None or v <= h.high)
+            if not ok:
+                rng = f" from {h.low} to {h.high}" if kind in (int, float) and h.low is not None else ""
+                raise ValueError(f"scheme {cls.key!r}: hyperparameter {name!r} must be a {kind.__name__}{rng}, "
+                                 f"got {v!r} ({h.help})")
+            if name in cls.choices and v not in cls.choices[name]:
+                raise ValueError(f"scheme {cls.key!r}: {name} must be one of {', '.join(cls.choices[name])}, got {v!r}")
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the student's logits on the batch and the weighted loss terms to sum."""
@@ -60,6 +84,11 @@ class Scheme(nn.Module):
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
+
+    def probe_reference(self) -> nn.Module | None:
+        """With no teacher, the model the probes record as the "teacher" side (e.g. a DML peer), so the
+        analysis views compare the student with it; None = no probes for this run."""
+        return None
 
     def save_artifacts(self, run_dir, store, run_id) -> None:
         """Write anything the app should show (e.g. synthesised images)."""
@@ -73,6 +102,7 @@ class Scheme(nn.Module):
             "venue": p.venue if p else "", "arxiv": p.arxiv if p else "", "equation": cls.equation,
             "needs_teacher": cls.needs_teacher, "uses_methods": cls.uses_methods, "notes": cls.notes,
             "hparams": [{"name": h.name, "default": h.default, "low": h.low, "high": h.high, "help": h.help}
+                        | ({"choices": list(cls.choices[h.name])} if h.name in cls.choices else {})
                         for h in cls.hparams],
         }
 

@@ -8,6 +8,7 @@ from torch import nn
 from ..kd import get_method
 from ..kd.base import Batch, Method, Outputs, PairContext, Paper
 from ..models.outputs import TapSpecs, forward_outputs
+from ..speed import TeacherCache
 from .base import RunContext, Scheme, register_scheme
 
 
@@ -77,6 +78,8 @@ class Offline(Scheme):
         self.methods, self.weights, self.ce_weight = build_methods(
             cfg, self.student, self.teacher, ctx, self.s_specs, self.t_specs)
         self.needs = union_needs(self.methods)
+        # config.teacher_cache: the frozen teacher's logits, reused per (sample, augmented view)
+        self.teacher_cache = TeacherCache.for_run(ctx) if cfg.teacher_cache and self.methods else None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -85,6 +88,8 @@ class Offline(Scheme):
         return self
 
     def teacher_outputs(self, batch: Batch) -> Outputs:
+        if self.teacher_cache is not None:
+            return Outputs(self.teacher_cache.logits(self.teacher, batch))
         with torch.no_grad():
             return forward_outputs(self.teacher, batch.x, self.needs, self.t_specs)
 

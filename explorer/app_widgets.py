@@ -1,0 +1,155 @@
+"""Streamlit pieces every page shares: page setup, hyperparameter widgets from registry metadata, and
+the run / epoch / sample pickers of the analysis pages. The logic lives in app_state (no Streamlit)."""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from . import app_state as S
+from .store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _recovered(home: str) -> list[str]:
+    """Once per app process and store: runs whose worker died become `interrupted`; queued runs get a worker."""
+    from .jobs import recover
+    return recover(Store(home))
+
+
+def setup_page(title: str, icon: str = "🧪") -> Store:
+    st.set_page_config(page_title=f"{title} · KD Explorer", page_icon=icon, layout="wide")
+    store = Store()
+    interrupted = _recovered(str(store.home))
+    if interrupted and not st.session_state.get("_told_interrupted"):
+        st.session_state["_told_interrupted"] = True
+        st.toast(f"{len(interrupted)} run(s) were interrupted while the app was down; resume them on the Runs page.")
+    return store
+
+
+def chart(fig, key: str | None = None) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def hparam_widget(h: dict, key: str) -> Any:
+    """One widget for a registry hyperparameter {name, default, low, high, help}: its default is shown
+    in the label, the help text as the tooltip, the range enforced."""
+    d = h["default"]
+    label = f"{h['name']} (default {d!r})" if isinstance(d, str) else f"{h['name']} (default {d:g})" \
+        if not isinstance(d, bool) else f"{h['name']} (default {d})"
+    help_ = h.get("help") or None
+    if key not in st.session_state:
+        st.session_state[key] = d
+    if isinstance(d, bool):
+        return st.checkbox(label, key=key, help=help_)
+    if isinstance(d, int):
+        return st.number_input(label, min_value=None if h["low"] is None else int(h["low"]),
+                               max_value=None if h["high"] is None else int(h["high"]), step=1, key=key, help=help_)
+    if isinstance(d, float):
+        return st.number_input(label, min_value=None if h["low"] is None else float(h["low"]),
+                               max_value=None if h["high"] is None else float(h["high"]), key=key, help=help_,
+                               format="%g")
+    return st.text_input(label, key=key, help=help_)
+
+
+# ---------------------------------------------------------------------- analysis pages
+def pick_runs(store: Store, page: str) -> list[dict]:
+    """The run to analyse (shared across pages via session state), optionally a second side by side.
+    Stops the page with a hint when no run has probes yet."""
+    runs = S.analysis_runs(store)
+    if not runs:
+        st.info("No finished run with probes yet. Start one on the **Train** page (one click on Home: "
+                "*KD vs student alone*); its figures appear here when it completes.")
+        st.page_link("pages/1_Train.py", label="Go to Train", icon="🏋️")
+        st.stop()
+    by_id = {r["id"]: r for r in runs}
+    ids = list(by_id)
+    want = st.query_params.get("run") or st.session_state.get("analysis_run")
+    c1, c2, c3 = st.columns([3, 1, 3])
+    first = c1.selectbox("Run", ids, index=ids.index(want) if want in by_id else 0,
+                         format_func=lambda i: S.run_label(by_id[i]), key=f"{page}.run",
+                         help="finished runs that recorded probes, newest first")
+    st.session_state["analysis_run"] = first
+    chosen = [by_id[first]]
+    if len(ids) > 1 and c2.checkbox("compare", key=f"{page}.compare", help="show a second run side by side"):
+        rest = [i for i in ids if i != first]
+        want2 = st.session_state.get("analysis_run2")
+        second = c3.selectbox("Second run", rest, index=rest.index(want2) if want2 in rest else 0,
+                              format_func=lambda i: S.run_label(by_id[i]), key=f"{page}.run2")
+        st.session_state["analysis_run2"] = second
+        chosen.append(by_id[second])
+    return chosen
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def load_probe_cached(path: str, mtime: float) -> dict:
+    from .analysis.probes import load_probe
+    return load_probe(path)
+
+
+def pick_probes(runs: list[dict], page: str) -> list[dict]:
+    """One probe per run at the chosen epoch (the nearest recorded one for a second run)."""
+    from pathlib import Path
+
+    from .analysis.probes import list_probes
+    found = [dict(list_probes(r["run_dir"])) for r in runs]
+    epochs = sorted(found[0])
+    epoch = epochs[0] if len(epochs) == 1 else st.select_slider(
+        "Epoch (recorded probes)", epochs, value=epochs[-1], key=f"{page}.epoch",
+        help="0 = before training; the last one is the trained model")
+    probes = []
+    for f in found:
+        p = f[S.nearest(sorted(f), epoch)]
+        probes.append(load_probe_cached(str(p), Path(p).stat().st_mtime))
+    return probes
+
+
+def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_all: bool = False):
+    """Rows of the probe to show: by index, by class, where teacher and student disagree most (or all)."""
+    modes = (["all"] if allow_all else []) + ["disagree", "class", "index"]
+    c1, c2 = st.columns([2, 3])
+    mode = c1.radio("Samples", modes, format_func=S.SAMPLE_MODES.get, key=f"{page}.mode", horizontal=True)
+    value = None
+    n = len(probe["y"])
+    if mode == "class":
+        value = c2.selectbox("Class", range(len(classes)), format_func=lambda i: classes[i], key=f"{page}.class")
+    elif mode == "index":
+        y = probe["y"].tolist()
+        value = c2.multiselect(f"Probe samples (0–{n - 1}, test-set order)", list(range(n)),
+                               default=list(range(min(k, n))), max_selections=max(k, 1) if not allow_all else None,
+                               format_func=lambda i: f"#{i} · {classes[y[i]] if y[i] < len(classes) else y[i]}",
+                               key=f"{page}.index")
+    elif mode == "disagree":
+        k = int(c2.number_input("How many", 1, n, value=min(k, n), key=f"{page}.k"))
+    pos = S.sample_positions(probe, mode, value, k)
+    if len(pos) == 0:
+        st.warning("No samples match; pick another class or some indices.")
+        st.stop()
+    return pos
+
+
+# ---------------------------------------------------------------------- launching runs
+def launch(store: Store, configs: list[dict]) -> list[str]:
+    """Queue the first config; comparison configs identical to a completed run reuse it instead.
+    The ids become the Train page's live runs."""
+    from .jobs import submit
+    ids = []
+    for i, cfg in enumerate(configs):
+        same = S.find_same_run(store, cfg) if i else None
+        ids.append(same["id"] if same else submit(cfg, store))
+    st.session_state["active_runs"] = ids
+    return ids
+
+
+def launch_preset(store: Store, key: str) -> None:
+    """One click: queue the preset (and its comparison), then watch it on the Train page."""
+    from .presets import preset_configs
+    configs = preset_configs(key)
+    launch(store, configs)
+    st.session_state["train_prefill"] = configs[0]
+    st.switch_page("pages/1_Train.py")
+
+
+def open_in_train(config: dict) -> None:
+    st.session_state["train_prefill"] = config
+    st.switch_page("pages/1_Train.py")

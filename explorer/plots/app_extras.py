@@ -1,0 +1,91 @@
+"""Figures only the app's Home and Train pages need: the KD map, the temperature playground and the
+teacher–student gap. Pure builders like the rest of explorer.plots (arrays / DataFrames in, Figure out)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..analysis.logits import soften
+from ._style import BASELINE, STUDENT, TEACHER, finish, image_axes, to_display_image
+
+__all__ = ["taxonomy_sunburst", "temperature_playground", "gap_bars"]
+
+_BRANCH = {"knowledge": "knowledge", "scheme": "schemes"}
+
+
+def taxonomy_sunburst(df: pd.DataFrame, title: str | None = "Knowledge distillation: a map") -> go.Figure:
+    """Sunburst KD -> branch (knowledge / scheme) -> category -> method or scheme.
+    df: rows with branch, category, key, name, year (explorer.app_state.taxonomy)."""
+    ids, labels, parents, hover = ["KD"], ["KD"], [""], ["knowledge distillation"]
+    for branch, g in df.groupby("branch", sort=False):
+        b = _BRANCH.get(branch, branch)
+        ids.append(branch), labels.append(b), parents.append("KD"), hover.append(b)
+        for cat, gc in g.groupby("category", sort=False):
+            cid = f"{branch}/{cat}"
+            ids.append(cid), labels.append(cat), parents.append(branch), hover.append(f"{cat}: {len(gc)}")
+            for _, r in gc.iterrows():
+                ids.append(f"{cid}/{r['key']}")
+                labels.append(str(r["key"]))
+                parents.append(cid)
+                hover.append(f"{r['name']} ({r['year'] or '–'})")
+    fig = go.Figure(go.Sunburst(ids=ids, labels=labels, parents=parents, hovertext=hover,
+                                hovertemplate="%{hovertext}<extra></extra>", insidetextorientation="radial",
+                                maxdepth=4))
+    return finish(fig, title, height=560)
+
+
+def temperature_playground(logits, T: float, y=None, classes: Sequence[str] | None = None, images=None,
+                           mean=None, std=None, title: str | None = None) -> go.Figure:
+    """A teacher's output on a few samples at T = 1 (grey) and at T (blue), one row per sample with
+    the input image beside it. The row title gives the dark knowledge: the probability mass on the
+    classes other than the top one, which softening raises."""
+    z = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=float)
+    if z.ndim == 1:
+        z = z[None]
+    n, c = z.shape
+    names = [str(k) for k in (classes if classes is not None else range(c))]
+    p1, pt = soften(z, 1.0), soften(z, T)
+    cols = 2 if images is not None else 1
+    titles = []
+    for i in range(n):
+        top = int(pt[i].argmax())
+        lab = f"true {names[int(y[i])]} · " if y is not None else ""
+        dark = f"{lab}dark knowledge {1 - p1[i, top]:.3f} at T=1 → {1 - pt[i, top]:.3f} at T={T:g}"
+        titles += ([""] if images is not None else []) + [dark]
+    fig = make_subplots(rows=n, cols=cols, column_widths=[0.12, 0.88] if cols == 2 else None,
+                        subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.3 / max(n, 1))
+    for i in range(n):
+        if images is not None:
+            fig.add_trace(go.Image(z=to_display_image(images[i], mean, std), name=f"sample {i}"), row=i + 1, col=1)
+            image_axes(fig, i + 1, 1)
+        for p, nm, col in ((p1, "T = 1", BASELINE), (pt, f"T = {T:g}", TEACHER)):
+            fig.add_trace(go.Bar(x=names, y=p[i], name=nm, marker_color=col, legendgroup=nm, showlegend=i == 0,
+                                 hovertemplate=f"{nm}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"),
+                          row=i + 1, col=cols)
+        fig.update_yaxes(range=[0, 1], row=i + 1, col=cols, title_text="p" if i == n // 2 else None)
+        fig.update_xaxes(type="category", row=i + 1, col=cols)
+    fig.update_layout(barmode="group")
+    fig.update_annotations(font_size=12)
+    return finish(fig, title or f"The teacher's softened outputs (softmax(z / T), T = {T:g})", height=150 * n + 120)
+
+
+def gap_bars(rows: Sequence[dict], title: str | None = "Test accuracy: the teacher–student gap") -> go.Figure:
+    """Horizontal bars of test accuracy: rows of {label, acc, kind} with kind teacher / student alone /
+    distilled; each bar is annotated with its gap to the teacher in points."""
+    color = {"teacher": TEACHER, "student alone": BASELINE, "distilled": STUDENT}
+    teacher = next((r["acc"] for r in rows if r["kind"] == "teacher"), None)
+    fig = go.Figure()
+    for r in rows:
+        gap = "" if teacher is None or r["kind"] == "teacher" else f"  ({100 * (r['acc'] - teacher):+.1f} pts)"
+        fig.add_trace(go.Bar(y=[r["label"]], x=[r["acc"]], orientation="h", name=r["kind"],
+                             marker_color=color.get(r["kind"], STUDENT), text=[f"{r['acc']:.3f}{gap}"],
+                             textposition="auto", showlegend=False,
+                             hovertemplate=f"{r['label']}<br>test accuracy %{{x:.4f}}<extra></extra>"))
+    lo = min([r["acc"] for r in rows] + [1.0])
+    fig.update_xaxes(title_text="test accuracy", range=[max(0.0, lo - 0.1), 1.0])
+    fig.update_yaxes(autorange="reversed")
+    return finish(fig, title, height=110 + 60 * max(len(rows), 1))

@@ -1,0 +1,121 @@
+"""Multi-teacher KD: several frozen teachers (architectures may differ), one student.
+
+Teachers come from `ctx.load_teacher(arch)`: a teacher run of that architecture with the
+dataset's recipe is reused if the store has one, else trained once. The config's teacher is
+loaded by the trainer as usual (it is the run's `teacher_acc` and the probes' teacher); it is
+also used as the first ensemble member when `teachers` names it (as "auto" does). Every
+teacher's accuracy is stored: they are in eval_models() as teacher_<arch>.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kd.base import Batch, HParam
+from ..kd.base import Paper
+from ..models import list_models
+from ..models.registry import get_model_spec
+from .base import RunContext, Scheme, register_scheme
+from .common import KeepsFrozen, freeze, params_count, parse_archs
+
+_HPARAMS = (
+    HParam("teachers", "auto", None, None, "comma-separated teacher architectures (may differ); auto = the "
+                                           "config's teacher and the next smaller model of its family"),
+    HParam("temperature", 4.0, 1.0, 20.0, "softening temperature T"),
+    HParam("kd_weight", 0.9, 0.0, 100.0, "weight of the distillation term (CE weight: the config's ce_weight, else 0.1)"),
+)
+
+
+def auto_teachers(ctx: RunContext) -> list[str]:
+    """The config's teacher plus the next smaller zoo model of its family (else the next larger)."""
+    t = ctx.config.teacher
+    c, h, _ = ctx.dataset.shape
+    size = lambda a: params_count(a, ctx.dataset.num_classes, c, h)  # noqa: E731
+    family = [a for a in list_models() if get_model_spec(a).family == get_model_spec(t).family]
+    ranked = sorted(family, key=size)
+    i = ranked.index(t)
+    if len(ranked) < 2:
+        raise ValueError(f"{t}'s family has no other model; name the teachers with --param "
+                         "<scheme>.teachers=ARCH1,ARCH2")
+    return [t, ranked[i - 1] if i > 0 else ranked[i + 1]]
+
+
+class _MultiTeacher(KeepsFrozen, Scheme):
+    needs_teacher = True
+    hparams = _HPARAMS
+    frozen = ("teachers",)
+
+    def __init__(self, ctx: RunContext, **hp):
+        super().__init__(ctx, **hp)
+        archs = auto_teachers(ctx) if self.hp["teachers"] == "auto" else parse_archs(self.key, "teachers",
+                                                                                     self.hp["teachers"])
+        if len(archs) < 2 or len(set(archs)) != len(archs):
+            raise ValueError(f"scheme {self.key!r}: teachers must name at least two different architectures, "
+                             f"got {archs}")
+        self.teacher_archs = archs
+        self.student = ctx.student
+        self.teachers = nn.ModuleList(
+            freeze(ctx.teacher if a == ctx.config.teacher and ctx.teacher is not None else ctx.load_teacher(a))
+            for a in archs)
+        self.ce_weight = 0.1 if ctx.config.ce_weight is None else ctx.config.ce_weight
+
+    def train_step(self, batch: Batch):
+        with torch.no_grad():
+            t = torch.stack([m(batch.x) for m in self.teachers])      # (K, B, C)
+        z = self.student(batch.x)
+        return z, {"ce": self.ce_weight * F.cross_entropy(z, batch.y),
+                   "mtkd": self.hp["kd_weight"] * self.distill(z, t.float(), batch.y)}
+
+    def distill(self, z, t, y) -> torch.Tensor:
+        raise NotImplementedError
+
+    def eval_models(self):
+        return {"student": self.student} | {f"teacher_{a}": m for a, m in zip(self.teacher_archs, self.teachers)}
+
+
+@register_scheme
+class MTKDAvg(_MultiTeacher):
+    """KD towards the average of the teachers' softened distributions (equal weights)."""
+    key = "mtkd_avg"
+    name = "Multi-teacher KD (average)"
+    category = "algorithm"
+    paper = Paper("Shan You, Chang Xu, Chao Xu, Dacheng Tao", "Learning from Multiple Teacher Networks", 2017,
+                  "KDD", "")
+    equation = (r"\bar p = \frac{1}{K}\sum_k \sigma(z_{t_k}/T),\quad \mathcal{L} = w_{CE}\,\mathrm{CE}(z_s, y) + "
+                r"w\,T^2\,\mathrm{KL}\big(\bar p\,\|\,\sigma(z_s/T)\big)")
+    notes = "Averaged softened outputs only (You et al. also match intermediate relative dissimilarities: omitted)."
+
+    def distill(self, z, t, y):
+        T = self.hp["temperature"]
+        p_bar = F.softmax(t / T, dim=2).mean(0)
+        return F.kl_div(F.log_softmax(z / T, 1), p_bar, reduction="batchmean") * T ** 2
+
+
+@register_scheme
+class CAMKD(_MultiTeacher):
+    """Confidence-aware multi-teacher KD: per sample, teacher k's weight is softmax_k(-CE_k), so
+    the teachers that are right (low CE on the true label) count more; the loss is the weighted
+    sum of the per-teacher KL terms (as CA-MKD's code does), batch mean. The paper writes the
+    weight as (1 - softmax_k(CE_k)) / (K - 1); both rank teachers the same way. CA-MKD's
+    intermediate-feature term is not included."""
+    key = "camkd"
+    name = "Confidence-Aware Multi-teacher KD"
+    category = "algorithm"
+    paper = Paper("Hailin Zhang, Defang Chen, Can Wang",
+                  "Confidence-Aware Multi-Teacher Knowledge Distillation", 2022, "ICASSP", "2201.00007")
+    equation = (r"w_{k}(x) = \mathrm{softmax}_k\big(-\mathrm{CE}(z_{t_k}(x), y)\big),\quad \mathcal{L} = "
+                r"w_{CE}\,\mathrm{CE}(z_s, y) + w\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)")
+
+    def teacher_weights(self, t, y) -> torch.Tensor:
+        """(K, B): per-sample weights over teachers, summing to 1 over k."""
+        ce = torch.stack([F.cross_entropy(tk, y, reduction="none") for tk in t])
+        return F.softmax(-ce, dim=0)
+
+    def distill(self, z, t, y):
+        T = self.hp["temperature"]
+        w = self.teacher_weights(t, y)
+        log_q = F.log_softmax(z / T, 1)
+        log_p = F.log_softmax(t / T, 2)                                  # (K, B, C)
+        kl = (log_p.exp() * (log_p - log_q.unsqueeze(0))).sum(2)         # (K, B)
+        return (w * kl).sum(0).mean() * T ** 2

@@ -1,0 +1,90 @@
+"""Teacher-assistant KD: teacher -> assistant -> student, as one run."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..kd.base import Batch, HParam, Paper
+from ..kd.functional import kd_loss
+from .base import RunContext, register_scheme
+from .common import KeepsFrozen, freeze, mid_model, parse_archs
+from .offline import Offline
+
+
+@register_scheme
+class TAKD(KeepsFrozen, Offline):
+    """Design: the assistant is distilled from the frozen teacher *inside this run*, in an inner
+    loop that runs once, at the run's first training step (plain KD: 0.1 CE + 0.9 KD at T=4, the
+    run's optimiser settings and a cosine schedule over `assistant_epochs`), then frozen. The
+    student is then trained exactly like offline KD with the assistant in the teacher's place,
+    using the config's knowledge terms. The assistant is evaluated with the student every epoch
+    ("assistant" in val/test accuracies) and saved in the checkpoint, so a resumed run skips the
+    inner loop. The big teacher's accuracy is the run's teacher_acc. The first epoch's time
+    includes the assistant's training. The config's teacher_stages (tap names) are not used: the
+    assistant is a zoo model."""
+    key = "takd"
+    name = "Teacher Assistant KD"
+    category = "offline"
+    paper = Paper("Seyed Iman Mirzadeh, Mehrdad Farajtabar, Ang Li, Nir Levine, Akihiro Matsukawa, Hassan Ghasemzadeh",
+                  "Improved Knowledge Distillation via Teacher Assistant", 2020, "AAAI", "1902.03393")
+    equation = r"T \xrightarrow{\ \mathcal{L}_{KD}\ } A \xrightarrow{\ \mathcal{L}_{KD}\ } S"
+    hparams = (
+        HParam("assistant", "auto", None, None, "the assistant's architecture; auto = the zoo model closest in size "
+                                                "to the geometric mean of teacher and student"),
+        HParam("assistant_epochs", 0, 0, 10_000, "epochs of the assistant's distillation; 0 = the run's epochs"),
+    )
+    needs_teacher = True
+    uses_methods = True
+    notes = "The assistant's distillation is an inner loop at the first step; its accuracy is stored as 'assistant'."
+    frozen = ("top_teacher",)
+
+    def __init__(self, ctx: RunContext, **hp):
+        cfg, data = ctx.config, ctx.dataset
+        arch = hp.get("assistant", "auto")
+        if arch == "auto":
+            c, h, _ = data.shape
+            arch = mid_model(cfg.teacher, cfg.student, data.num_classes, c, h)
+        else:
+            arch = parse_archs(self.key, "assistant", arch)[0]
+        assistant = freeze(ctx.make_model(arch))
+        super().__init__(dataclasses.replace(ctx, teacher=assistant), **hp)
+        self.assistant_arch = arch
+        self.top_teacher = ctx.teacher
+        self.register_buffer("assistant_ready", torch.zeros((), dtype=torch.bool))
+
+    def train_step(self, batch: Batch):
+        if not self.assistant_ready:
+            self.train_assistant()
+        return super().train_step(batch)
+
+    def train_assistant(self):
+        """Plain KD from the frozen teacher, in full precision (outside the run's autocast)."""
+        cfg, data, a = self.ctx.config, self.ctx.dataset, self.teacher
+        epochs = self.hp["assistant_epochs"] or cfg.epochs
+        for p in a.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.SGD(a.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              nesterov=cfg.momentum > 0)
+        total = epochs * data.steps_per_epoch(cfg.batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        gen = torch.Generator().manual_seed(cfg.seed + 7)
+        a.train()
+        with torch.autocast(self.ctx.device.type, enabled=False):
+            for _ in range(epochs):
+                for x, y, _ in data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=gen):
+                    with torch.no_grad():
+                        t = self.top_teacher(x)
+                    z = a(x)
+                    loss = 0.1 * F.cross_entropy(z, y) + 0.9 * kd_loss(z, t, 4.0)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+        freeze(a)
+        self.assistant_ready.fill_(True)
+
+    def eval_models(self):
+        return {"student": self.student, "assistant": self.teacher}

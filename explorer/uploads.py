@@ -1,0 +1,223 @@
+"""Files a browser uploads: untrusted bytes, checked before anything reads them.
+
+    path = save_upload("resnet20.pt", data, "checkpoint")      # -> <home>/uploads/checkpoint/resnet20-1a2b3c4d.pt
+    check_fits(path, "resnet20", num_classes=10, in_channels=1) # names the layers that do not fit
+
+Every upload is size-limited per kind, type-checked by its first bytes (not its name), and saved
+under <home>/uploads/<kind>/ with a sanitised name plus a content hash: nothing a browser sends can
+choose where a file lands. Checkpoints are then read with weights_only=True (a pickle that would
+run code is refused before anything in it is called); configs are validated like any config
+(never with custom code allowed); zipped image folders are unpacked member by member with limits,
+and unreadable or non-image files are skipped and counted.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import unicodedata
+import zipfile
+from pathlib import Path
+
+from .store import default_home, safe_name
+
+MiB = 1 << 20
+LIMITS = {"checkpoint": 256 * MiB, "config": 256 * 1024, "image_zip": 512 * MiB}   # bytes as uploaded
+ZIP_MAX_MEMBERS = 100_000
+ZIP_MAX_TOTAL = 2048 * MiB        # unpacked: a zip bomb stops here
+ZIP_MAX_MEMBER = 20 * MiB         # one image; as load_image_folder's max_file_bytes
+SKIPPED_FILE = ".upload-skipped.json"   # members refused while unpacking (hidden: the folder reader ignores it)
+
+
+class UploadError(ValueError):
+    """An upload was refused; the message says why and what to upload instead."""
+
+
+def uploads_dir(kind: str, home: str | Path | None = None) -> Path:
+    return Path(home or default_home()) / "uploads" / kind
+
+
+def clean_filename(name: str) -> tuple[str, str]:
+    """(stem, suffix) of an uploaded file's name: the last path component only, unicode look-alikes of
+    '/' and '.' folded (NFKC), then explorer.store.safe_name -- no folder, '..', NUL or control character survives."""
+    name = unicodedata.normalize("NFKC", str(name)).replace("\\", "/").replace("\x00", "")
+    base = name.rsplit("/", 1)[-1]
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    suffix = re.sub(r"[^a-z0-9]", "", suffix.lower())[:8]
+    return safe_name(stem or suffix, max_len=60), suffix
+
+
+def save_upload(name: str, data: bytes, kind: str, home: str | Path | None = None) -> Path:
+    """Check and store one upload; returns the saved file (a folder for image_zip). Raises UploadError
+    (or ConfigError for a config whose fields are wrong) and leaves nothing behind when refused."""
+    if kind not in LIMITS:
+        raise UploadError(f"upload kind {kind!r} is not one of: {', '.join(LIMITS)}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise UploadError(f"an upload's content must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise UploadError(f"{name!r} is empty")
+    if len(data) > LIMITS[kind]:
+        raise UploadError(f"{name!r} is {_size(len(data))}, over the {_size(LIMITS[kind])} limit for a {kind} "
+                          "upload" + (": a zoo model's state_dict is far smaller" if kind == "checkpoint" else ""))
+    stem, suffix = clean_filename(name)
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    folder = uploads_dir(kind, home)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "checkpoint":
+        _sniff_checkpoint(name, data)
+        dest = _inside(folder, f"{stem}-{digest}.pt")
+        return _keep_if_valid(dest, data, _read_checkpoint)
+    if kind == "config":
+        if b"\x00" in data:
+            raise UploadError(f"{name!r} is binary, not a YAML or JSON text file")
+        ext = ".json" if suffix == "json" or data.lstrip()[:1] == b"{" else ".yaml"
+        dest = _inside(folder, f"{stem}-{digest}{ext}")
+        return _keep_if_valid(dest, data, _read_config)
+    if data[:4] != b"PK\x03\x04":
+        raise UploadError(f"{name!r} is not a zip archive (it starts with {data[:8]!r}): zip a folder holding one "
+                          "subfolder of images per class")
+    dest = _inside(folder, f"{stem}-{digest}")
+    if dest.is_dir():   # the same bytes were unpacked and checked before
+        return dest
+    try:
+        _unzip(data, dest)
+        describe_image_folder(dest)
+    except Exception as e:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(e, UploadError):
+            raise
+        raise UploadError(f"{name!r} holds no usable image folder: {str(e).replace(str(dest), 'the zip')}") from None
+    return dest
+
+
+def check_fits(path: str | Path, arch: str, num_classes: int, in_channels: int, image_size: int = 32) -> None:
+    """Raise CheckpointError naming each missing, unexpected or mis-shaped layer if the checkpoint is not a
+    state_dict of `arch` built for this many classes and channels."""
+    from .checkpoints import load_checkpoint_into
+    from .models import create_model
+    load_checkpoint_into(create_model(arch, num_classes, in_channels, image_size), path)
+
+
+def describe_image_folder(folder: str | Path, image_size: int = 32) -> dict:
+    """What the folder reader makes of an unpacked upload: images read, classes, and files skipped (with why)."""
+    from .data.readers import load_image_folder
+    folder = Path(folder)
+    raw = load_image_folder(folder, image_size)
+    refused = json.loads((folder / SKIPPED_FILE).read_text()) if (folder / SKIPPED_FILE).is_file() else []
+    skipped = [(str(Path(p).relative_to(folder)), why) for p, why in raw.extras["skipped"]]
+    skipped += [tuple(r) for r in refused]
+    return {"images": len(raw.train_x) + len(raw.test_x), "classes": list(raw.classes), "skipped": len(skipped),
+            "skipped_files": skipped}
+
+
+# ---------------------------------------------------------------------- internals
+def _size(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n / 1024:.1f} KiB"
+
+
+def _inside(folder: Path, filename: str) -> Path:
+    """The destination, proven to be directly inside `folder` (belt and braces after sanitising)."""
+    dest = (folder / filename).resolve()
+    if dest.parent != folder.resolve():
+        raise UploadError(f"refused file name {filename!r}")
+    return dest
+
+
+def _sniff_checkpoint(name: str, data: bytes) -> None:
+    # torch.save writes a zip ("PK\x03\x04"); the legacy format is a pickle of protocol >= 2 (0x80)
+    if data[:4] != b"PK\x03\x04" and data[:1] != b"\x80":
+        raise UploadError(f"{name!r} is not a PyTorch checkpoint (it starts with {data[:8]!r}); upload a file "
+                          "written by torch.save(model.state_dict(), path)")
+
+
+def _keep_if_valid(dest: Path, data: bytes, check) -> Path:
+    tmp = dest.with_name(f".part-{os.getpid()}-{dest.name}")   # hidden, and keeps the suffix readers go by
+    tmp.write_bytes(data)
+    try:
+        check(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
+    return dest
+
+
+def _read_checkpoint(path: Path) -> None:
+    from .checkpoints import CheckpointError, read_state_dict
+    try:
+        read_state_dict(path, max_bytes=LIMITS["checkpoint"])
+    except CheckpointError as e:
+        raise UploadError(str(e).replace(path.name, "the upload")) from None
+
+
+def _read_config(path: Path) -> None:
+    from .config import ConfigError, RunConfig
+    try:
+        RunConfig.load(path)   # allow_custom_code stays False: an uploaded config never names code to import
+    except ConfigError as e:   # keep the field; do not show the browser where the server keeps files
+        raise ConfigError(e.field, str(e).split(": ", 1)[-1].replace(str(path), "the upload")) from None
+
+
+def _member_parts(name: str) -> list[str]:
+    """A zip member's path as safe components: no '..', no absolute root, no separators, no control
+    characters; unicode letters are kept so class folders keep their names."""
+    parts = []
+    for part in unicodedata.normalize("NFKC", name).replace("\\", "/").split("/"):
+        part = re.sub(r"[^\w.\- ]", "_", part).strip(" .")[:100]
+        if part:
+            parts.append(part)
+    return parts
+
+
+def _unzip(data: bytes, dest: Path) -> None:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise UploadError(f"the upload is not a readable zip archive ({e})") from None
+    members = zf.infolist()
+    if len(members) > ZIP_MAX_MEMBERS:
+        raise UploadError(f"the zip holds {len(members)} entries, over the limit of {ZIP_MAX_MEMBERS}")
+    dest.mkdir(parents=True)
+    root = dest.resolve()
+    refused, total = [], 0
+    for info in members:
+        if info.is_dir():
+            continue
+        raw = info.filename.replace("\\", "/").split("/")
+        if any(p.startswith(".") and p not in (".", "..") or p == "__MACOSX" for p in raw):
+            continue   # hidden files and macOS resource forks are not data
+        parts = _member_parts(info.filename)
+        if not parts:
+            continue
+        mode = info.external_attr >> 16
+        why = ("a symbolic link" if (mode & 0o170000) == 0o120000 else "encrypted" if info.flag_bits & 0x1 else
+               f"over {_size(ZIP_MAX_MEMBER)}" if info.file_size > ZIP_MAX_MEMBER else None)
+        if why:
+            refused.append((info.filename, why))
+            continue
+        target = root.joinpath(*parts)
+        if root not in target.resolve().parents:
+            refused.append((info.filename, "outside the folder"))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        try:
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 16):
+                    written += len(chunk)
+                    total += len(chunk)
+                    if written > ZIP_MAX_MEMBER or total > ZIP_MAX_TOTAL:   # sizes in the header can lie
+                        raise UploadError(f"the zip unpacks to more than {_size(ZIP_MAX_TOTAL)} (or a member to more "
+                                          f"than {_size(ZIP_MAX_MEMBER)}); is it a zip bomb?")
+                    out.write(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:   # corrupt member
+            target.unlink(missing_ok=True)
+            refused.append((info.filename, f"unreadable in the zip ({type(e).__name__})"))
+    if refused:
+        (dest / SKIPPED_FILE).write_text(json.dumps(refused))

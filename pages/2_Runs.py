@@ -1,0 +1,97 @@
+"""Runs: every run in the store, filtered; compare several (curves and final accuracy), export their
+metrics (CSV) and configs (YAML), cancel, resume or delete them."""
+import streamlit as st
+
+from explorer import app_state as S
+from explorer import app_widgets as W
+from explorer import jobs
+from explorer.kd import list_methods
+from explorer.plots import training_curves
+from explorer.plots.app_extras import gap_bars
+from explorer.store import STATUSES
+
+store = W.setup_page("Runs", "📋")
+st.title("Runs")
+
+everything = S.runs_table(store)
+if everything.empty:
+    st.info("No runs yet. Launch one on the **Train** page, or with one click on **Home**.")
+    st.page_link("pages/1_Train.py", label="Go to Train", icon="🏋️")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+datasets = c1.multiselect("Dataset", sorted(everything["dataset"].dropna().unique()), key="runs.dataset")
+statuses = c2.multiselect("Status", list(STATUSES), key="runs.status")
+methods = c3.multiselect("Method", list_methods() + ["none"], key="runs.method",
+                         help="runs using any of these knowledge terms ('none': the student alone)")
+df = S.runs_table(store, datasets, statuses, methods)
+st.dataframe(df, hide_index=True, key="runs.table", column_config={
+    "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
+    "teacher_acc": st.column_config.NumberColumn("teacher acc", format="%.4f"),
+    "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
+
+labels = {r["id"]: f"{r['name']} [{r['id'][-6:]}] · {r['status']}" for r in df.to_dict("records")}
+done = [i for i in labels if df.set_index("id").loc[i, "status"] == "completed"]
+selected = st.multiselect("Select runs to compare, export or manage", list(labels), default=done[:2],
+                          format_func=labels.get, key="runs.selected")
+if not selected:
+    st.stop()
+
+curves, final, export, manage = st.tabs(["Curves", "Final accuracy", "Export", "Manage"])
+with curves:
+    long = S.compare_metrics(store, selected)
+    names = sorted(set(long["name"])) if not long.empty else []
+    want = [n for n in ("val/acc", "train/loss", "train/acc") if n in names]
+    pick = st.multiselect("Metrics", names, default=want, key="runs.metrics")
+    if pick:
+        W.chart(training_curves(long, names=pick), key="runs.curves")
+    else:
+        st.caption("No epoch metrics recorded for these runs yet.")
+with final:
+    rows = S.gap_rows(store, selected)
+    if rows:
+        W.chart(gap_bars(rows), key="runs.gap")
+    summary = [{"run": S.run_label(r), **{k: v for k, v in r["summary"].items() if not isinstance(v, (dict, list))}}
+               for r in (store.get_run(i) for i in selected)]
+    st.dataframe(summary, hide_index=True)
+with export:
+    st.download_button("Metrics (CSV)", S.metrics_csv(store, selected), file_name="kd-explorer-metrics.csv",
+                       mime="text/csv", key="runs.csv")
+    st.download_button("Config (YAML)", S.configs_yaml(store, selected), file_name="kd-explorer-config.yaml",
+                       mime="application/x-yaml", key="runs.yaml",
+                       help="`kd-explorer run --config FILE` reruns it (one run per file)")
+with manage:
+    runs = [store.get_run(i) for i in selected]
+    c1, c2, c3, c4 = st.columns(4)
+    if c1.button("Cancel", key="runs.cancel", disabled=not any(r["status"] in ("queued", "running") for r in runs)):
+        for r in runs:
+            if r["status"] in ("queued", "running"):
+                jobs.cancel(r["id"], store)
+        st.rerun()
+    if c2.button("Resume", key="runs.resume", disabled=not any(r["status"] in jobs.RESUMABLE for r in runs)):
+        for r in runs:
+            if r["status"] in jobs.RESUMABLE:
+                jobs.resume(r["id"], store)
+        st.session_state["active_runs"] = [r["id"] for r in runs if r["status"] in jobs.RESUMABLE]
+        st.switch_page("pages/1_Train.py")
+    if c3.button("Open in Train", key="runs.open", disabled=len(runs) != 1,
+                 help="the Train page, filled in with this run's config"):
+        W.open_in_train(runs[0]["config"])
+    if c4.button("Delete…", key="runs.delete"):
+        st.session_state["runs.confirm"] = selected
+    if st.session_state.get("runs.confirm") == selected:
+        busy = [r for r in runs if r["status"] in ("queued", "running")]
+        if busy:
+            st.error(f"Cancel {len(busy)} queued or running run(s) first.")
+        else:
+            st.warning(f"Delete {len(runs)} run(s) with their metrics, checkpoints and probes? This cannot be undone.")
+            a, b = st.columns(2)
+            if a.button("Yes, delete", type="primary", key="runs.delete.yes"):
+                for r in runs:
+                    store.delete_run(r["id"])
+                del st.session_state["runs.confirm"]
+                st.session_state.pop("runs.selected", None)
+                st.rerun()
+            if b.button("Keep them", key="runs.delete.no"):
+                del st.session_state["runs.confirm"]
+                st.rerun()

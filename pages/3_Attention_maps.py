@@ -1,0 +1,66 @@
+"""Attention maps: where teacher and student look, per stage, on samples you pick, at any recorded epoch;
+Grad-CAM and saliency from the final models; and the mean map of every class."""
+import numpy as np
+import streamlit as st
+
+from explorer import app_state as S
+from explorer import app_widgets as W
+from explorer.analysis import class_mean_maps, gradcam, map_gap, saliency, stage_attention
+from explorer.models.outputs import TapSpecs
+from explorer.plots import attention_grid, class_mean_maps_figure
+
+store = W.setup_page("Attention maps", "👁️")
+st.title("Attention maps")
+st.caption("Activation attention (Zagoruyko & Komodakis): the mean of |feature|² over channels, per stage, "
+           "each map scaled to a maximum of 1. Red in the difference column: the student looks there more.")
+
+runs = W.pick_runs(store, "att")
+probes = W.pick_probes(runs, "att")
+meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
+pos = W.pick_samples(probes[0], meta["classes"], "att", k=2)[:4]
+kind = st.radio("Map", ["attention", "gradcam", "saliency"], horizontal=True, key="att.kind",
+                format_func={"attention": "activation attention (any epoch)", "gradcam": "Grad-CAM (final model)",
+                             "saliency": "saliency (final model)"}.get)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the models…")
+def models_of(run_id: str):
+    return S.rebuild_models(store, store.get_run(run_id))
+
+
+for col, run, probe in zip(st.columns(len(runs)), runs, probes):
+    with col:
+        ref = S.reference_name(run)
+        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {ref}: {run['config'].get('teacher') or '–'}")
+        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
+        hw = tuple(sub["x"].shape[-2:])
+        if kind == "attention":
+            pairs = S.stage_pairs(sub)
+            tm, sm = stage_attention(sub["teacher"], size=hw), stage_attention(sub["student"], size=hw)
+            maps = [([tm[t][j] for _, t in pairs], [sm[s][j] for s, _ in pairs]) for j in range(len(sub["y"]))]
+            labels = [f"S {s} ↔ T {t}" for s, t in pairs]
+        else:
+            models = models_of(run["id"])
+            if models["teacher"] is None:
+                st.warning("This run's teacher could not be rebuilt (no teacher, or its file is gone).")
+                continue
+            if kind == "gradcam":
+                fn = lambda m: gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])  # noqa: E731
+            else:
+                fn = lambda m: saliency(m, sub["x"], target=sub["y"])  # noqa: E731
+            t_all, s_all = fn(models["teacher"]), fn(models["student"])
+            maps = [([t_all[j]], [s_all[j]]) for j in range(len(sub["y"]))]
+            labels = [kind]
+        for j, (t, s) in enumerate(maps):
+            gaps = [float(map_gap(a, b)[1][0]) for a, b in zip(t, s)]
+            label = meta["classes"][int(sub["y"][j])]
+            W.chart(attention_grid(sub["x"][j], t, s, labels, gaps=gaps, mean=meta["mean"], std=meta["std"],
+                                   title=f"#{int(sub['index'][j])} (class {label})"), key=f"att.{run['id']}.{j}")
+        deep_t, deep_s = probe["teacher"]["stage_names"][-1], probe["student"]["stage_names"][-1]
+        y = np.asarray(probe["y"])
+        tmean = class_mean_maps(stage_attention({deep_t: probe["teacher"]["stages"][-1]})[deep_t], y, len(meta["classes"]))
+        smean = class_mean_maps(stage_attention({deep_s: probe["student"]["stages"][-1]})[deep_s], y, len(meta["classes"]))
+        if tmean.shape == smean.shape:
+            W.chart(class_mean_maps_figure(tmean, smean, meta["classes"],
+                                           title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),
+                    key=f"att.mean.{run['id']}")

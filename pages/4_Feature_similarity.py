@@ -1,0 +1,35 @@
+"""Feature similarity (CKA): how alike the teacher's and the student's stage representations are on the
+same samples, stage by stage, and how that changes over training."""
+import streamlit as st
+
+from explorer import app_state as S
+from explorer import app_widgets as W
+from explorer.analysis import cka_matrix, cka_over_epochs
+from explorer.plots import cka_heatmap, cka_over_epochs_figure
+
+store = W.setup_page("Feature similarity (CKA)", "🔗")
+st.title("Feature similarity (CKA)")
+st.caption("Centered kernel alignment (Kornblith et al. 2019) compares two representations of the same samples: "
+           "1 = the same up to rotation and scale, 0 = unrelated. It works across different widths, so a small "
+           "student's stages can be compared with a large teacher's.")
+
+runs = W.pick_runs(store, "cka")
+probes = W.pick_probes(runs, "cka")
+meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
+pos = W.pick_samples(probes[0], meta["classes"], "cka", k=16, allow_all=True)
+kind = st.radio("Kernel", ["linear", "rbf"], horizontal=True, key="cka.kind")
+if len(pos) < 4:
+    st.warning("CKA needs at least 4 samples; pick more.")
+    st.stop()
+
+for col, run, probe in zip(st.columns(len(runs)), runs, probes):
+    with col:
+        ref = S.reference_name(run)
+        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
+        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
+        df = cka_matrix(sub["teacher"], sub["student"], kind=kind)
+        W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
+                key=f"cka.m.{run['id']}")
+        curve = cka_over_epochs(run["run_dir"], kind=kind, errors="nan")
+        W.chart(cka_over_epochs_figure(curve, title="Matched stages over training (all probe samples)"),
+                key=f"cka.e.{run['id']}")

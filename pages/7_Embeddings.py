@@ -1,0 +1,34 @@
+"""Embeddings: the teacher's and the student's penultimate features of the same samples, projected to 2-D
+(PCA or t-SNE), side by side and coloured by class."""
+import streamlit as st
+
+from explorer import app_state as S
+from explorer import app_widgets as W
+from explorer.analysis import project
+from explorer.plots import embedding_scatter
+
+store = W.setup_page("Embeddings", "🗺️")
+st.title("Embeddings")
+st.caption("Each point is a test image. Tight, separated class clusters mean a feature space a linear "
+           "classifier can use; distillation can pull the student's clusters toward the teacher's layout. "
+           "The student's projection is rotated onto the teacher's so the panels line up.")
+
+runs = W.pick_runs(store, "emb")
+probes = W.pick_probes(runs, "emb")
+meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
+pos = W.pick_samples(probes[0], meta["classes"], "emb", k=16, allow_all=True)
+method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="emb.method",
+                  format_func={"pca": "PCA", "tsne": "t-SNE"}.get)
+if len(pos) < 3:
+    st.warning("A projection needs at least 3 samples; pick more.")
+    st.stop()
+
+for col, run, probe in zip(st.columns(len(runs)), runs, probes):
+    with col:
+        ref = S.reference_name(run)
+        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
+        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
+        df = project(sub["teacher"]["embedding"], sub["student"]["embedding"], sub["y"], method=method,
+                     index=sub["index"], names=(ref, "student"))
+        W.chart(embedding_scatter(df, meta["classes"], method={"pca": "PCA", "tsne": "t-SNE"}[method]),
+                key=f"emb.{run['id']}")

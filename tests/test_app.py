@@ -1,0 +1,305 @@
+"""The Streamlit app under streamlit.testing's AppTest: every page renders, menus come from the registries,
+widgets drive the config handed to jobs.submit, live progress reads the store, uploads are checked, and a
+preset launched from Home runs on the real worker and its figures reach every analysis page."""
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from explorer import app_state as S
+from explorer import jobs, presets
+from explorer.config import RunConfig
+from explorer.data import list_datasets
+from explorer.kd import list_methods
+from explorer.models import create_model, list_models
+from explorer.schemes import list_schemes
+from explorer.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYSIS = ["3_Attention_maps", "4_Feature_similarity", "5_Relation_matrices", "6_Logits_and_calibration",
+            "7_Embeddings"]
+PAGES = ["1_Train", "2_Runs"] + ANALYSIS
+TINY = dict(n_train=100, epochs=2, probe_size=32)     # the bundled digits teacher is reused: no teacher training
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=180).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def assert_clean(at: AppTest, where: str = ""):
+    assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
+    assert not at.error, f"{where}: {[e.value for e in at.error]}"
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def traces(at: AppTest) -> list[dict]:
+    return [t for f in figures(at) for t in f["data"]]
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """Real worker processes, one thread each (the machine is shared); any left alive are stopped."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("KD_EXPLORER_WORKER_IDLE_S", "1.5")
+    yield
+    store = Store()
+    for lock in (store.home / "workers").glob("*.lock"):
+        pid = jobs._lock_holder(store.home, lock.stem)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def submitted(monkeypatch):
+    """jobs.submit replaced: configs are recorded (and stored as queued runs), nothing trains."""
+    seen = []
+
+    def fake_submit(config, store=None):
+        store = store or Store()
+        cfg = RunConfig.from_dict(config) if isinstance(config, dict) else config
+        seen.append(cfg.to_dict())
+        return store.create_run(cfg.to_dict(), status="queued")
+    monkeypatch.setattr(jobs, "submit", fake_submit)
+    return seen
+
+
+def fake_completed_run(store: Store, **cfg) -> str:
+    config = RunConfig.from_dict(dict(dict(dataset="digits", student="cnn_tiny", teacher="cnn_large", epochs=2), **cfg))
+    rid = store.create_run(config.to_dict(), status="queued")
+    store.log_metrics(rid, "epoch", 1, 2, {"val/acc": 0.5, "train/loss": 1.0})
+    store.log_metrics(rid, "epoch", 2, 4, {"val/acc": 0.7, "train/loss": 0.6})
+    store.set_status(rid, "completed", summary={"test_acc": 0.8, "teacher_acc": 0.99})
+    return rid
+
+
+# ---------------------------------------------------------------------- rendering, menus, presets
+def test_every_page_renders_on_an_empty_store():
+    at = app()
+    assert_clean(at, "Home")
+    labels = [b.label for b in at.button]
+    assert any(p["title"] in label for p in presets.list_presets() for label in labels)
+    sunburst = next(t for t in traces(at) if t["type"] == "sunburst")
+    assert set(list_methods()) | set(list_schemes()) <= set(sunburst["labels"])     # the map is the registries
+    playground = next(f for f in figures(at) if "softened" in f["layout"]["title"]["text"])
+    assert any(t["type"] == "bar" for t in playground["data"])                      # the bundled teacher's outputs
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run()
+        assert_clean(at, page)
+        if page in ANALYSIS:
+            assert any("No finished run" in i.value for i in at.info), page
+
+
+def test_train_menus_come_from_the_registries():
+    at = app("1_Train")
+    assert_clean(at)
+    key = lambda opts: [o.split(" — ")[0] for o in opts]   # noqa: E731  (labels are "key — name (category)")
+    assert key(at.selectbox(key="train.dataset").options) == list_datasets()
+    assert key(at.selectbox(key="train.scheme").options) == list_schemes()
+    assert key(at.selectbox(key="train.student").options) == list_models()
+    assert key(at.multiselect(key="train.methods").options) == list_methods()
+    # the default experiment is prefilled: digits, KD, a short budget
+    assert at.multiselect(key="train.methods").value == ["kd"]
+    assert at.number_input(key="train.epochs").value == presets.get_preset(presets.DEFAULT_PRESET)["config"]["epochs"]
+    assert "(default 4)" in at.number_input(key="train.hp.kd.temperature").label
+
+
+def test_presets_are_valid_configs_and_unregistered_ones_are_hidden(monkeypatch):
+    listed = [p["key"] for p in presets.list_presets()]
+    assert listed[0] == presets.DEFAULT_PRESET and {"attention", "relational"} <= set(listed)
+    for key in listed:
+        for cfg in presets.preset_configs(key):
+            S.validate(cfg)
+    monkeypatch.setitem(presets._PRESETS, "future", dict(key="future", title="t", look_for="", compare=None,
+                                                        compare_label="", config=dict(scheme="not-yet", methods=[])))
+    assert "future" not in [p["key"] for p in presets.list_presets()]
+    with pytest.raises(KeyError):
+        presets.get_preset("future")
+
+
+def test_form_state_round_trips_a_config():
+    cfg = dict(dataset="digits", student="cnn_small", epochs=3, n_train=200, seed=4, name="x",
+               methods=[{"key": "kd", "params": {"temperature": 8.0}}, {"key": "at", "weight": 500.0}])
+    back = S.config_from_form(S.form_state(cfg))
+    assert back["methods"] == cfg["methods"]
+    assert {k: back[k] for k in ("dataset", "student", "epochs", "n_train", "seed", "name")} == \
+           {k: cfg[k] for k in ("dataset", "student", "epochs", "n_train", "seed", "name")}
+    assert "teacher" not in back and back["scheme_params"] == {}
+    for key in [p["key"] for p in presets.list_presets()]:
+        main = presets.preset_configs(key)[0]
+        again = S.config_from_form(S.form_state(main))
+        assert again["scheme"] == main.get("scheme", "offline") and again["epochs"] == main["epochs"]
+        assert [m["key"] for m in again["methods"]] == [m["key"] for m in main["methods"]]
+
+
+# ---------------------------------------------------------------------- widgets -> submit
+def test_train_widgets_drive_the_config_passed_to_submit(submitted):
+    at = app("1_Train")
+    at.multiselect(key="train.methods").set_value(["kd", "at"]).run()
+    assert_clean(at)
+    assert at.number_input(key="train.hp.at.p").value == 2               # hyperparameter widgets of the method
+    at.number_input(key="train.hp.kd.temperature").set_value(8.0)
+    at.number_input(key="train.w.at").set_value(500.0)
+    at.number_input(key="train.epochs").set_value(3)
+    at.button(key="train.launch").click().run()
+    assert_clean(at)
+    main, alone = submitted
+    assert main["methods"] == [{"key": "kd", "weight": None, "params": {"temperature": 8.0}},
+                               {"key": "at", "weight": 500.0, "params": {}}]
+    assert main["epochs"] == 3 and main["dataset"] == "digits"
+    assert alone["methods"] == [] and alone["scheme"] == "offline" and alone["epochs"] == 3   # the comparison run
+    assert at.session_state["active_runs"] and len(at.session_state["active_runs"]) == 2
+
+    at.selectbox(key="train.scheme").set_value("dml").run()               # a scheme with its own losses
+    assert_clean(at)
+    assert not [m for m in at.multiselect if m.key == "train.methods"]    # knowledge terms do not apply
+    at.number_input(key="train.sp.dml.peers").set_value(3)
+    at.checkbox(key="train.compare").uncheck()
+    at.button(key="train.launch").click().run()
+    dml = submitted[-1]
+    assert len(submitted) == 3 and dml["scheme"] == "dml" and dml["scheme_params"] == {"peers": 3}
+    assert dml["methods"] == []
+
+
+def test_a_bad_value_is_named_and_launch_is_disabled(submitted):
+    at = app("1_Train")
+    at.radio(key="train.teacher_source").set_value("upload").run()       # no checkpoint uploaded yet
+    assert any("checkpoint" in e.value for e in at.error)
+    assert at.button(key="train.launch").disabled
+
+
+def test_uploaded_teacher_is_checked_loaded_weights_only_and_saved_under_a_safe_name(tmp_path, submitted):
+    import io
+    teacher = create_model("cnn_large", num_classes=10, in_channels=1, image_size=8)
+    good = io.BytesIO()
+    torch.save(teacher.state_dict(), good)
+    at = app("1_Train")
+    at.radio(key="train.teacher_source").set_value("upload").run()
+    at.get("file_uploader")[0].upload("../../my teacher;rm -rf.pt", good.getvalue()).run()
+    assert_clean(at)
+    path = Path(at.session_state["train.teacher_ckpt"])
+    assert path.parent == Store().home / "uploads" and path.is_file()
+    assert re.fullmatch(r"[0-9a-f]{12}-my-teacher-rm--rf\.pt", path.name)   # sanitised; stays in the store home
+    at.button(key="train.launch").click().run()
+    assert submitted[0]["teacher_ckpt"] == str(path) and submitted[0]["teacher"] == "cnn_large"
+
+    marker = tmp_path / "pwned"
+
+    class Evil:   # a pickle that would run a command if it were ever unpickled with full pickle
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    evil = io.BytesIO()
+    torch.save({"weight": Evil()}, evil)
+    at.get("file_uploader")[0].set_value(("evil.pt", evil.getvalue(), "application/octet-stream")).run()
+    assert any("refused" in e.value for e in at.error) and not marker.exists()
+    assert "train.teacher_ckpt" not in at.session_state
+    small = io.BytesIO()
+    torch.save(create_model("cnn_tiny", num_classes=10, in_channels=1, image_size=8).state_dict(), small)
+    at.get("file_uploader")[0].set_value(("tiny.pt", small.getvalue(), "application/octet-stream")).run()
+    assert any("does not fit" in e.value for e in at.error)
+    assert sorted(p.name for p in (Store().home / "uploads").iterdir()) == [path.name]   # refused files removed
+    with pytest.raises(ValueError, match="not a .pt"):
+        S.save_upload(Store(), "model.py", b"import os", "cnn_large", "digits")
+
+
+# ---------------------------------------------------------------------- live progress
+def test_live_progress_reads_losses_accuracy_speed_and_eta_from_the_store():
+    store = Store()
+    cfg = RunConfig.from_dict(dict(dataset="digits", methods=["kd"], epochs=4, n_train=100, batch_size=20))
+    rid = store.create_run(cfg.to_dict(), status="queued")
+    store.set_status(rid, "running", started=time.time() - 10, worker_pid=os.getpid())   # "trained" by us: alive
+    store.log_metrics(rid, "epoch", 1, 5, {"val/acc": 0.61, "train/acc": 0.5, "train/loss": 1.2, "images_per_s": 900})
+    store.log_metrics(rid, "step", 1, 7, {"loss": 1.1, "ce": 0.1, "kd": 1.0, "lr": 0.05, "images_per_s": 1000.0})
+    p = S.progress(store, rid)
+    assert p["fraction"] == pytest.approx(7 / 20) and p["epoch"] == 1
+    assert p["losses"] == {"loss": 1.1, "ce": 0.1, "kd": 1.0} and p["val_acc"] == 0.61
+    assert p["images_per_s"] == 1000.0 and p["eta_s"] is not None and p["eta_s"] >= 0
+
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=180)
+    at.session_state["active_runs"] = [rid]
+    at.run().switch_page("pages/1_Train.py").run()
+    assert_clean(at)
+    bar = at.get("progress")[0]
+    assert "epoch 1/4" in bar.proto.text and "ETA" in bar.proto.text
+    assert {"kd", "ce", "val acc", "images/s"} <= {m.label for m in at.metric}
+    at.button(key=f"cancel.{rid}").click().run()                          # the cancel button reaches the store
+    assert store.cancel_requested(rid)
+
+
+# ---------------------------------------------------------------------- runs page
+def test_runs_page_filters_exports_and_deletes_with_confirmation():
+    store = Store()
+    kd = fake_completed_run(store, methods=["kd"], name="with kd")
+    alone = fake_completed_run(store, methods=[], name="alone")
+    at = app("2_Runs")
+    assert_clean(at)
+    assert len(at.dataframe[0].value) == 2
+    at.multiselect(key="runs.method").set_value(["kd"]).run()
+    assert list(at.dataframe[0].value["id"]) == [kd]
+    at.multiselect(key="runs.method").set_value([]).run()
+    assert set(at.multiselect(key="runs.selected").value) == {kd, alone}     # completed runs preselected
+    assert any(t.get("name") == "student alone" for t in traces(at))         # the gap chart
+    assert any(t["type"] == "scatter" for t in traces(at))                    # the curves
+
+    csv = S.metrics_csv(store, [kd]).decode()
+    assert csv.splitlines()[0].startswith("run_id,scope,epoch") and "val/acc" in csv
+    assert RunConfig.from_dict(yaml.safe_load(S.configs_yaml(store, [kd]))).methods[0].key == "kd"
+
+    at.multiselect(key="runs.selected").set_value([alone]).run()
+    at.button(key="runs.delete").click().run()
+    assert any("cannot be undone" in w.value for w in at.warning)
+    assert len(store.list_runs()) == 2                                     # nothing deleted before confirming
+    run_dir = Path(store.get_run(alone)["run_dir"])
+    at.button(key="runs.delete.yes").click().run()
+    assert_clean(at)
+    assert [r["id"] for r in store.list_runs()] == [kd] and not run_dir.exists()
+
+
+# ---------------------------------------------------------------------- the real path, end to end
+def test_a_preset_launched_from_home_completes_on_the_worker_and_fills_every_analysis_page(monkeypatch, workers):
+    for p in presets._PRESETS.values():
+        monkeypatch.setitem(p, "config", dict(p["config"], **TINY))
+    at = app()
+    at.button(key="preset.run." + presets.DEFAULT_PRESET).click().run()
+    assert_clean(at, "after the click")
+    ids = at.session_state["active_runs"]
+    assert len(ids) == 2
+    store = Store()
+    for rid in ids:
+        run = jobs.wait(rid, timeout=300, store=store)
+        assert run["status"] == "completed", run["message"]
+        assert run["worker_pid"] != os.getpid()                           # trained by the worker process
+    assert store.get_run(ids[0])["config"]["methods"][0]["key"] == "kd"
+    at.switch_page("pages/1_Train.py").run()
+    assert_clean(at, "Train")
+    gap = next(f for f in figures(at) if "gap" in f["layout"]["title"]["text"])
+    assert [t["name"] for t in gap["data"]] == ["teacher", "distilled", "student alone"]
+
+    expect = {   # page -> a trace every figure set must hold
+        "3_Attention_maps": lambda ts: {"teacher", "student", "student − teacher"} <= {t.get("name") for t in ts},
+        "4_Feature_similarity": lambda ts: any(t["type"] == "heatmap" and t.get("zmax") == 1.0 for t in ts),
+        "5_Relation_matrices": lambda ts: {"teacher", "student", "student − teacher"} <= {t.get("name") for t in ts},
+        "6_Logits_and_calibration": lambda ts: "perfect calibration" in {t.get("name") for t in ts},
+        "7_Embeddings": lambda ts: sum(t["type"] == "scatter" for t in ts) >= 2 * 2,
+    }
+    for page, check in expect.items():
+        at.switch_page(f"pages/{page}.py").run()
+        assert_clean(at, page)
+        assert at.selectbox[0].value == ids[0]                             # the distilled run is shown first
+        assert check(traces(at)), page
+    at.switch_page("pages/3_Attention_maps.py").run()
+    at.radio(key="att.kind").set_value("gradcam").run()                   # rebuilt models, captum
+    assert_clean(at, "Grad-CAM")
+    assert any(t.get("name") == "student − teacher" for t in traces(at))

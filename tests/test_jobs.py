@@ -1,0 +1,161 @@
+"""The job manager's API: submit -> a worker process -> completed, FIFO order, cancel, one worker per
+device; and the bundled default teacher that lets a first digits run skip teacher training."""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer import app_launcher, cli, jobs
+from explorer.config import ConfigError, RunConfig
+from explorer.store import Store
+from explorer.train import Trainer, bundled_teacher, fill_defaults, recipe_hash, teacher_config
+
+TINY = dict(dataset="digits", student="cnn_tiny", n_train=200, probe_size=0, probe_epochs=[], device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_workers(monkeypatch):
+    """Workers inherit the environment: one thread each (the machine is shared), and a short idle exit.
+    Any worker still alive at the end is stopped, by the pid it wrote in its lock file."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("KD_EXPLORER_WORKER_IDLE_S", "1.5")
+    yield
+    stop_workers(Store())
+
+
+def stop_workers(store: Store) -> None:
+    for lock in (store.home / "workers").glob("*.lock"):
+        pid = jobs._lock_holder(store.home, lock.stem)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_submit_runs_in_a_worker_process_to_completion():
+    store = Store()
+    run_id = jobs.submit(RunConfig(**TINY, epochs=2), store)
+    run = jobs.wait(run_id, timeout=120, store=store)
+    assert run["status"] == "completed", run["message"]
+    assert run["worker_pid"] not in (None, os.getpid())          # trained in the worker, not in this process
+    assert run["config"]["lr"] == 0.05 and run["config"]["teacher"] == "cnn_large"   # defaults were filled
+    assert 0.0 <= run["summary"]["test_acc"] <= 1.0
+    assert Path(store.artifacts(run_id)["model"]).is_file()
+    assert [m["epoch"] for m in store.metrics(run_id, "epoch") if m["name"] == "val/acc"] == [1, 2]
+    assert (store.home / "workers" / "cpu.log").read_text().count(run_id) >= 2   # claimed and finished
+
+
+def test_queue_is_fifo_one_run_at_a_time_by_one_worker():
+    store = Store()
+    ids = [jobs.submit(dict(TINY, epochs=2, seed=i), store) for i in range(3)]   # dicts are accepted too
+    q = jobs.queue(store)
+    assert [r["id"] for r in q] == ids and [r["position"] for r in q] in ([0, 1, 2], [1, 2, 3])
+    runs = [jobs.wait(i, timeout=180, store=store) for i in ids]
+    assert all(r["status"] == "completed" for r in runs), [r["message"] for r in runs]
+    assert len({r["worker_pid"] for r in runs}) == 1
+    for before, after in zip(runs, runs[1:]):                     # strictly one after the other, in order
+        assert before["finished"] <= after["started"]
+    assert jobs.queue(store) == []
+
+
+def test_cancel_a_queued_run_at_once_and_a_running_one_soon():
+    store = Store()
+    first = jobs.submit(RunConfig(**TINY, epochs=200), store)
+    second = jobs.submit(RunConfig(**TINY, epochs=2), store)
+    assert jobs.cancel(second, store) == "cancelled"
+    run = store.get_run(second)
+    assert run["status"] == "cancelled" and run["started"] is None and run["message"]
+    _wait_for(lambda: store.metrics(first, "epoch"), 60)         # running, one epoch done
+    jobs.cancel(first, store)
+    assert jobs.wait(first, timeout=30, store=store)["status"] == "cancelled"
+    assert store.get_run(second)["status"] == "cancelled"         # the worker never picked it up
+    stop_workers(store)                                          # queue one more with no worker to take it
+    _wait_for(lambda: jobs._lock_holder(store.home, "cpu") is None, 10)
+    third = store.create_run(fill_defaults(RunConfig(**TINY, epochs=1)).to_dict())
+    store.update_run(third, device="cpu", queued_at=time.time())
+    assert cli.main(["cancel", third]) == 0 and store.get_run(third)["status"] == "cancelled"   # the CLI too
+    assert store.metrics(first, "epoch")                          # the partial record is kept
+
+
+def test_ensure_worker_is_idempotent_and_race_free():
+    store = Store()
+    pids = []
+    barrier = threading.Barrier(4)
+
+    def spawn():
+        barrier.wait()
+        pids.append(jobs.ensure_worker("cpu", store))
+
+    threads = [threading.Thread(target=spawn) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    _wait_for(lambda: jobs._lock_holder(store.home, "cpu") is not None, 30)
+    holder = jobs._lock_holder(store.home, "cpu")
+    assert set(pids) == {holder}, (pids, holder)                  # four callers, one worker
+    assert jobs.ensure_worker("cpu", store) == holder
+    _wait_for(lambda: jobs._lock_holder(store.home, "cpu") is None, 60)   # idle worker exits ...
+    assert jobs.ensure_worker("cpu", store) not in (None, holder)         # ... and a fresh one starts
+
+
+def test_invalid_config_is_refused_before_queueing():
+    store = Store()
+    with pytest.raises(ConfigError, match="lr"):
+        jobs.submit(dict(TINY, lr=-1.0), store)
+    assert store.list_runs() == []
+
+
+def test_resume_refuses_runs_that_are_not_resumable():
+    store = Store()
+    run_id = store.create_run(fill_defaults(RunConfig(**TINY, epochs=1)).to_dict(), status="completed")
+    with pytest.raises(ValueError, match="is completed"):
+        jobs.resume(run_id, store)
+
+
+def test_bundled_digits_teacher_matches_the_current_recipe():
+    tcfg = fill_defaults(teacher_config(fill_defaults(RunConfig(dataset="digits"))))
+    path = bundled_teacher(recipe_hash(tcfg))
+    assert path is not None, "data/teachers/ has no file for the digits teacher recipe: " \
+                             "re-run scripts/train_default_teachers.py"
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["dataset"] == "digits" and info["arch"] == tcfg.student == "cnn_large"
+    assert info["test_acc"] > 0.9 and path.stat().st_size < 5 * 2**20
+
+
+def test_digits_kd_run_with_an_empty_store_uses_the_bundled_teacher():
+    store = Store()
+    events = []
+    result = Trainer(RunConfig(**TINY, epochs=1), store, on_event=events.append).run()
+    assert result["teacher_run"].startswith("bundled:")
+    assert [r["role"] for r in store.list_runs()] == ["distill"]  # no teacher was trained
+    assert not any(e.kind.startswith("teacher_") for e in events)
+    info = json.loads(bundled_teacher(result["teacher_run"][8:-3]).with_suffix(".json").read_text())
+    assert result["teacher_acc"] == pytest.approx(info["test_acc"], abs=1e-9)
+    assert store.get_run(result["run_id"])["teacher_run"] == result["teacher_run"]
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_app_launcher_recovers_jobs_then_starts_streamlit_on_home(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(jobs, "recover", lambda store=None: calls.append("recover") or [])
+    monkeypatch.setattr(app_launcher.subprocess, "call", lambda cmd, cwd: calls.append((cmd, cwd)) or 0)
+    monkeypatch.setattr(app_launcher, "ENTRY", tmp_path / "missing.py")
+    assert app_launcher.launch() == 2 and calls == []            # no entry script: a clear error, nothing run
+    entry = tmp_path / "Home.py"
+    entry.write_text("")
+    monkeypatch.setattr(app_launcher, "ENTRY", entry)
+    assert app_launcher.launch("127.0.0.1", 8600) == 0
+    assert calls[0] == "recover"
+    cmd, cwd = calls[1]
+    assert cmd[1:5] == ["-m", "streamlit", "run", str(entry)] and cwd == app_launcher.REPO
+    assert " ".join(cmd).endswith("--server.address 127.0.0.1 --server.port 8600 --server.headless true")
+    config = (app_launcher.REPO / ".streamlit" / "config.toml").read_text()
+    for line in ('fileWatcherType = "none"', "gatherUsageStats = false", "runOnSave = false", "headless = true"):
+        assert line in config
