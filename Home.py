@@ -9,7 +9,7 @@ from explorer.plots.app_extras import taxonomy_sunburst, temperature_playground
 from explorer.presets import DEFAULT_PRESET, list_presets, method_preset, scheme_preset
 from explorer.schemes import get_scheme
 
-store = W.setup_page("Home", "🧪")
+store = W.setup_page("Home")
 st.title("KD Explorer")
 st.markdown(
     "**Knowledge distillation** trains a small *student* network to imitate a large *teacher*: besides the "
@@ -22,7 +22,8 @@ presets = list_presets()
 default = next(p for p in presets if p["key"] == DEFAULT_PRESET)
 st.subheader("Try it: one click")
 c1, c2 = st.columns([2, 3])
-if c1.button(f"▶ Run: {default['title']}", type="primary", key="preset.run." + default["key"],
+if c1.button(f"Run: {default['title']}", type="primary", icon=":material/play_arrow:",
+             key="preset.run." + default["key"],
              help="digits, the bundled teacher, a 10-epoch student — under a minute on a laptop CPU"):
     W.launch_preset(store, default["key"])
 c2.markdown(f"**What to look for:** {default['look_for']}")
@@ -31,7 +32,7 @@ with st.expander("More experiments", expanded=False):
         if p["key"] == DEFAULT_PRESET:
             continue
         a, b = st.columns([2, 5])
-        if a.button(f"▶ {p['title']}", key="preset.run." + p["key"]):
+        if a.button(p["title"], icon=":material/play_arrow:", key="preset.run." + p["key"]):
             W.launch_preset(store, p["key"])
         b.markdown(p["look_for"])
 

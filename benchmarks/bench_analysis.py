@@ -5,7 +5,7 @@
 
 Targets (2 CPU threads):
   full 4x4 stage x stage linear CKA matrix, 1,000 samples, teacher-like feature shapes   < 1 s
-  AT + Grad-CAM maps, 16 samples x 3 stages, teacher and student                         < 2 s
+  AT + Grad-CAM maps, 16 samples x 3 stages, teacher and student (stage_maps)           < 2 s
   relation matrices (cosine, RKD distance, RKD angles, gaps) for 256 samples, both models < 0.5 s
 Each figure is the median of --repeats runs after one warm-up run.
 """
@@ -91,7 +91,13 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"bench_analysis: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at start")
-    print(f"reproduce: {cmd.strip()}\n")
+    print(f"reproduce: {cmd.strip()}")
+    a = torch.randn(1000, 8192)
+    wall, cpu = timed(lambda: a @ a.T, 3)
+    print(f"machine check: float32 GEMM 1000x8192x1000 at {2e3 * 1e3 * 8192 / wall / 1e9:.0f} GFLOPS wall, "
+          f"{2e3 * 1e3 * 8192 / cpu / 1e9:.0f} GFLOPS per cpu/threads-second "
+          f"(an idle 2-thread run of this box reaches ~170)\n")
+    del a
     ok = True
 
     # --- 1. CKA matrix ----------------------------------------------------------------------
@@ -103,8 +109,12 @@ def main(argv=None) -> int:
                  timed(lambda: C.cka_matrix(ft, fs), args.repeats), 1.0)
     report("cka_matrix(kind='linear', gram_dtype=float64) [reference]",
            timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.float64), 1), 1.0)
-    report("16 x linear_cka pairwise (no Gram reuse) [for comparison]",
-           timed(lambda: [C.linear_cka(a, b) for a in ft.values() for b in fs.values()], 1), 1.0)
+    gt = C.stage_grams(ft)
+    report("cka_matrix(cached teacher StageGrams, student features)",
+           timed(lambda: C.cka_matrix(gt, fs), args.repeats), 1.0)
+    del gt
+    report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
+           timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), args.repeats), 1.0)
     report("cka_matrix(kind='minibatch', batch_size=250)",
            timed(lambda: C.cka_matrix(ft, fs, kind="minibatch", batch_size=250), 1), 1.0)
     del ft, fs
@@ -126,16 +136,19 @@ def main(argv=None) -> int:
     t_specs, s_specs = list(teacher.kd_stages)[-3:], list(student.kd_stages)[-3:]
     print(f"\n2. attention maps, 16 samples, {what}; teacher stages {t_specs}, student stages {s_specs}")
 
-    def maps():
+    def maps():                                 # one forward + one backward per model, all stages
+        A.stage_maps(teacher, x16, t_specs)
+        A.stage_maps(student, x16, s_specs)
+    ok &= report("stage_maps: AT + Grad-CAM, 3 stages, teacher and student", timed(maps, args.repeats), 2.0)
+
+    def maps_captum():                          # the per-layer API: captum LayerGradCam per stage
         A.activation_attention(teacher, x16, t_specs)
         A.activation_attention(student, x16, s_specs)
         for s in t_specs:
             A.gradcam(teacher, x16, s)
         for s in s_specs:
             A.gradcam(student, x16, s)
-    ok &= report("AT (3 stages) + Grad-CAM (3 stages), teacher and student", timed(maps, args.repeats), 2.0)
-    report("  of which AT only", timed(lambda: (A.activation_attention(teacher, x16, t_specs),
-                                                A.activation_attention(student, x16, s_specs)), args.repeats), 2.0)
+    report("activation_attention + gradcam() per stage (captum) [comparison]", timed(maps_captum, 1), 2.0)
 
     # --- 3. relations ------------------------------------------------------------------------
     g = torch.Generator().manual_seed(2)

@@ -46,7 +46,7 @@ def form_state(config: Mapping) -> dict[str, Any]:
         K + "name": cfg.name or "", K + "dataset": cfg.dataset, K + "data_root": cfg.data_root or "",
         K + "student": cfg.student, K + "scheme": cfg.scheme, K + "epochs": cfg.epochs, K + "n_train": cfg.n_train,
         K + "batch_size": cfg.batch_size, K + "lr": cfg.lr, K + "seed": cfg.seed, K + "device": cfg.device,
-        K + "ce_custom": cfg.ce_weight is not None, K + "ce_weight": cfg.ce_weight if cfg.ce_weight is not None else 1.0,
+        K + "ce_custom": cfg.ce_weight is not None, K + "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight,
         K + "methods": [m.key for m in cfg.methods],
         K + "teacher_source": "train" if (cfg.teacher or cfg.teacher_epochs) and not cfg.teacher_ckpt else
                               "upload" if cfg.teacher_ckpt else "default",
@@ -295,20 +295,36 @@ def format_seconds(s: float | None) -> str:
 
 
 def gap_rows(store: Store, run_ids: list[str]) -> list[dict]:
-    """Teacher, then each finished run's student: test accuracy, for the teacher–student gap chart."""
-    rows, teacher_seen = [], False
+    """Teacher, then each finished run's student: {label, run, acc, kind} for the teacher–student gap.
+    kind: teacher | distilled | student alone; labels are short ("kd<br>cnn_tiny"), made unique."""
+    rows, teacher = [], None
     for rid in run_ids:
         run = store.get_run(rid)
-        s = run["summary"]
+        s, cfg = run["summary"], run["config"]
         if run["status"] != "completed" or s.get("test_acc") is None:
             continue
-        if s.get("teacher_acc") is not None and not teacher_seen:
-            rows.insert(0, {"label": f"teacher ({run['config'].get('teacher')})", "acc": s["teacher_acc"],
-                            "kind": "teacher"})
-            teacher_seen = True
-        rows.append({"label": f"{run['name']} ({run['config'].get('student')})", "acc": s["test_acc"],
-                     "kind": "student alone" if is_alone(run) else "distilled"})
-    return rows
+        if s.get("teacher_acc") is not None and teacher is None:
+            teacher = {"label": f"teacher<br>{cfg.get('teacher')}", "run": f"teacher of {run_label(run)}",
+                       "acc": s["teacher_acc"], "kind": "teacher"}
+        alone = is_alone(run)
+        what = "student alone" if alone else run["methods"] if run["methods"] != "none" else cfg.get("scheme")
+        rows.append({"label": f"{what}<br>{cfg.get('student')}", "run": run_label(run), "acc": s["test_acc"],
+                     "kind": "student alone" if alone else "distilled", "id": run["id"]})
+    labels = [r["label"] for r in rows]
+    for r in rows:
+        if labels.count(r["label"]) > 1:
+            r["label"] += f" [{r['id'][-6:]}]"
+    return ([teacher] if teacher else []) + rows
+
+
+def gap_closed(rows: list[dict]) -> float | None:
+    """The fraction of the gap between the student alone and the teacher that distillation closed
+    (1 = the distilled student matches the teacher, 0 = no better than alone); None if a part is missing."""
+    acc = {r["kind"]: r["acc"] for r in reversed(rows)}    # the first row of each kind
+    t, a, d = acc.get("teacher"), acc.get("student alone"), acc.get("distilled")
+    if t is None or a is None or d is None or t <= a:
+        return None
+    return (d - a) / (t - a)
 
 
 # ---------------------------------------------------------------------- runs: table, compare, export
@@ -530,4 +546,5 @@ def _bundled_playground(n: int) -> dict | None:
     with torch.no_grad():
         logits = model(x)
     meta = dataset_meta("digits")
-    return {"logits": logits, "x": x, "y": data.test.y[:n], **meta, "source": f"the bundled digits teacher ({tcfg.student})"}
+    return {"logits": logits, "x": x, "y": data.test.y[:n], **meta,
+            "source": f"the bundled digits teacher ({tcfg.student})"}

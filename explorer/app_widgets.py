@@ -17,8 +17,8 @@ def _recovered(home: str) -> list[str]:
     return recover(Store(home))
 
 
-def setup_page(title: str, icon: str = "🧪") -> Store:
-    st.set_page_config(page_title=f"{title} · KD Explorer", page_icon=icon, layout="wide")
+def setup_page(title: str) -> Store:
+    st.set_page_config(page_title=f"{title} · KD Explorer", page_icon=":material/school:", layout="wide")
     store = Store()
     interrupted = _recovered(str(store.home))
     if interrupted and not st.session_state.get("_told_interrupted"):
@@ -60,7 +60,7 @@ def pick_runs(store: Store, page: str) -> list[dict]:
     if not runs:
         st.info("No finished run with probes yet. Start one on the **Train** page (one click on Home: "
                 "*KD vs student alone*); its figures appear here when it completes.")
-        st.page_link("pages/1_Train.py", label="Go to Train", icon="🏋️")
+        st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
         st.stop()
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)

@@ -69,7 +69,8 @@ class RunConfig:
     checkpoint_every: int = 1
     # speed (explorer/speed.py; measured in docs/performance.md): none changes what is learnt beyond rounding
     channels_last: bool = True             # NHWC activations for the student and teacher: faster convolutions
-    teacher_dtype: str = "float32"         # "bfloat16": the frozen teacher computes in bf16 (logit-only methods)
+    teacher_dtype: str = "float32"         # "bfloat16": the frozen teacher computes in bf16 (logit-only methods);
+                                           # "auto": bf16 where the hardware has it and the methods allow it
     compile: bool = False                  # torch.compile student and teacher: pays back on long runs only
     teacher_cache: bool = False            # reuse the teacher's logits per (sample, augmented view)
     # Not a field (no annotation): never read from a dict or file, never saved. See from_dict.
@@ -197,7 +198,7 @@ class RunConfig:
         _int("probe_size", self.probe_size, 0, 4096)
         _int("checkpoint_every", self.checkpoint_every, 0, 10_000)
         _bool("channels_last", self.channels_last)
-        _choice("teacher_dtype", self.teacher_dtype, ["float32", "bfloat16"])
+        _choice("teacher_dtype", self.teacher_dtype, ["float32", "bfloat16", "auto"])
         _bool("compile", self.compile)
         _bool("teacher_cache", self.teacher_cache)
         _teacher_fast_path(self)
@@ -245,7 +246,7 @@ def _teacher_fast_path(cfg: RunConfig) -> None:
     """teacher_cache and a bf16 teacher stand in for the offline teacher's logits only: features and
     other schemes' teachers are untouched by them, so asking for them there is an error, not a no-op."""
     from .kd import get_method
-    for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype != "float32")):
+    for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype == "bfloat16")):
         if not on or cfg.role == "teacher":
             continue
         if cfg.scheme != "offline":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import inspect
 import os
 import shutil
 import signal
@@ -75,10 +76,14 @@ class Dist:
         Call the result with a Batch: it runs scheme.train_step."""
         with torch.no_grad():
             for tensor in scheme.state_dict().values():   # views of the live tensors: updated in place
-                dist.broadcast(tensor, src=0)
-        return _DDPStep(
-            _TrainStep(scheme), device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            broadcast_buffers=False, find_unused_parameters=True)   # methods may skip parts on some steps
+                if isinstance(tensor, torch.Tensor):
+                    dist.broadcast(tensor, src=0)
+        # Buffers are not synced at each forward (each rank keeps its own BN statistics and memory banks);
+        # torch >= 2.13 names that forward_sync_buffers, older versions broadcast_buffers.
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
+        return _DDPStep(_TrainStep(scheme), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                        find_unused_parameters=True, **no_sync)   # a method may leave a part unused on some steps
 
     def sum_epoch(self, sums: dict, correct: torch.Tensor, seen: int):
         """The epoch's loss sums, correct count and images, added up over ranks (one collective)."""

@@ -31,6 +31,18 @@ def fast_bf16(device: torch.device) -> bool:
     return False
 
 
+def auto_teacher_dtype(cfg) -> str:
+    """teacher_dtype "auto": bf16 where it is native and only the teacher's logits are read (offline KD
+    with response methods), float32 elsewhere."""
+    from .train import RunFailed, resolve_device
+    try:
+        device = resolve_device(cfg.device)
+    except RunFailed:   # the run itself will report the device; nothing to speed up
+        return "float32"
+    ok = cfg.role == "distill" and cfg.scheme == "offline" and cfg.methods and response_only(cfg.methods)
+    return "bfloat16" if ok and fast_bf16(device) else "float32"
+
+
 def prepare_student(model: nn.Module, cfg) -> nn.Module:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -31,7 +31,7 @@ from .kd.base import Batch
 from .models import create_model
 from .models.outputs import TapSpecs
 from .schemes import RunContext, get_scheme
-from .speed import NO_TIMER, StepTimer, no_compile, prepare_student, prepare_teacher
+from .speed import NO_TIMER, StepTimer, auto_teacher_dtype, no_compile, prepare_student, prepare_teacher
 from .store import Store
 
 LOG_EVERY_S = 0.5          # how often step metrics are flushed (each flush syncs the device once)
@@ -75,6 +75,8 @@ def fill_defaults(config: RunConfig) -> RunConfig:
     """Resolve every None that has a dataset default, so the stored config reproduces the run."""
     spec = get_dataset_spec(config.dataset)
     r = spec.recipe
+    if config.role == "teacher":
+        config.methods = []   # a teacher learns from labels alone
     config.teacher = config.teacher or spec.default_teacher
     config.student = config.student or spec.default_student
     config.epochs = config.epochs or r["epochs"]
@@ -86,6 +88,8 @@ def fill_defaults(config: RunConfig) -> RunConfig:
         config.probe_epochs = sorted({0, config.epochs // 4, config.epochs // 2, config.epochs})
     if config.data_root is None and spec.default_root:
         config.data_root = spec.default_root
+    if config.teacher_dtype == "auto":   # stored resolved, so the run says what it did
+        config.teacher_dtype = auto_teacher_dtype(config)
     return config.validate()
 
 
@@ -457,10 +461,12 @@ def training_step(scheme, batch: Batch, opt, sched, amp_dtype, scaler, timer: St
 
 def make_optimizer(cfg: RunConfig, params, device: torch.device):
     fused = device.type == "cuda"
+    # elsewhere, foreach: one kernel per op over all parameters (bitwise the same as the per-parameter loop)
+    kernels = dict(fused=True) if fused else dict(foreach=True)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.momentum > 0, fused=fused or None)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+                               nesterov=cfg.momentum > 0, **kernels)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kernels)
 
 
 def make_schedule(cfg: RunConfig, opt, steps_per_epoch: int):

@@ -13,22 +13,23 @@ from explorer.kd import get_method, list_methods
 from explorer.models import list_models
 from explorer.plots import training_curves
 from explorer.plots.app_extras import gap_bars
-from explorer.presets import DEFAULT_PRESET, get_preset, preset_configs
+from explorer.presets import DEFAULT_PRESET, method_preset, preset_configs, scheme_preset
 from explorer.schemes import get_scheme, list_schemes
 
 K = S.K
 KEEP = "session"   # widget values survive a visit to another page
 
-store = W.setup_page("Train", "🏋️")
+store = W.setup_page("Train")
 st.title("Train a student")
 
 # ---------------------------------------------------------------- prefill: a preset, a method, a run's config
 prefill = st.session_state.pop("train_prefill", None)
-qp = st.query_params.get("preset")
-if prefill is None and qp and st.session_state.get("_applied_preset") != qp:
-    st.session_state["_applied_preset"] = qp
+qp = {k: st.query_params.get(k) for k in ("preset", "method", "scheme") if st.query_params.get(k)}
+if prefill is None and qp and st.session_state.get("_applied_query") != qp:   # a shared link: ?method=at
+    st.session_state["_applied_query"] = qp
     try:
-        prefill = preset_configs(qp)[0]
+        prefill = (preset_configs(qp["preset"])[0] if "preset" in qp else
+                   method_preset(qp["method"]) if "method" in qp else scheme_preset(qp["scheme"]))
     except KeyError as e:
         st.warning(str(e))
 if prefill is None and K + "dataset" not in st.session_state:
@@ -42,7 +43,8 @@ def _dataset_changed():
         st.session_state.pop(K + k, None)
 
 
-form, live = st.columns([3, 2], gap="large")
+live_slot = st.container()      # filled last: a launch below shows up there in the same run
+form, side = st.columns([3, 2], gap="large")
 with form:
     # ------------------------------------------------------------ 1 data
     st.markdown("#### 1 · Data")
@@ -51,8 +53,9 @@ with form:
                            persist_state=KEEP, help="from the dataset registry")
     spec = get_dataset_spec(dataset)
     c2.caption(spec.description)
-    for name, value in {"epochs": spec.recipe["epochs"], "teacher_epochs": spec.recipe["teacher_epochs"],
-                        "n_train": None, "batch_size": None, "lr": None, "seed": 0, "ce_weight": 1.0, "name": ""}.items():
+    defaults = {"epochs": spec.recipe["epochs"], "teacher_epochs": spec.recipe["teacher_epochs"], "n_train": None,
+                "batch_size": None, "lr": None, "seed": 0, "ce_weight": 1.0, "name": ""}
+    for name, value in defaults.items():
         st.session_state.setdefault(K + name, value)     # defaults via state: a prefill may have set them
     if spec.needs_root or spec.default_root:
         if K + "data_root" not in st.session_state:
@@ -170,45 +173,55 @@ with form:
         c3.number_input("Seed", 0, 2**31 - 1, key=K + "seed", persist_state=KEEP)
     st.text_input("Run name (optional)", key=K + "name", persist_state=KEEP)
 
+
+with side:
     # ------------------------------------------------------------ launch
+    st.markdown("#### Launch")
     try:
         config = S.config_from_form(st.session_state)
         S.validate(config)
         error = None
     except ValueError as e:    # ConfigError and a scheme's check name the field
         config, error = None, str(e)
-    distils = config is not None and (config["methods"] or config["scheme"] != "offline")
+    distils = config is not None and bool(config["methods"] or config["scheme"] != "offline")
     compare = st.checkbox("Also train the student alone, to see the gap distillation closes", value=True,
                           key=K + "compare", disabled=not distils, persist_state=KEEP)
     if error:
         st.error(error)
-    else:
-        with st.expander("The run's config (YAML)"):
-            st.code(yaml.safe_dump(config, sort_keys=False), language="yaml")
-    if st.button("🚀 Launch", type="primary", disabled=config is None, key="train.launch"):
+    if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=config is None,
+                 key="train.launch"):
         W.launch(store, [config] + ([S.comparison_config(config)] if compare and distils else []))
         st.session_state["_live_was_running"] = True
+    if config is not None:
+        st.caption("The run's config (`kd-explorer run --config FILE` reruns it):")
+        st.code(yaml.safe_dump(config, sort_keys=False), language="yaml")
 
 
 # ---------------------------------------------------------------- live progress and the queue
-def _run_card(rid: str):
+def _run_card(rid: str) -> dict:
     p = S.progress(store, rid)
     st.markdown(f"**{p['name']}** · `{p['status']}`")
     if p["status"] in ("queued", "running"):
         label = f"epoch {p['epoch']}/{p['epochs']} · {100 * p['fraction']:.0f}% · ETA {S.format_seconds(p['eta_s'])}"
         st.progress(p["fraction"], text=label)
-        cols = st.columns(min(4, len(p["losses"]) + 2) or 1)
-        for i, (name, v) in enumerate(list(p["losses"].items())[:max(len(cols) - 2, 1)]):
-            cols[i % len(cols)].metric(name, f"{v:.4f}")
-        cols[-2 % len(cols)].metric("val acc", "–" if p["val_acc"] is None else f"{p['val_acc']:.3f}")
-        cols[-1].metric("images/s", "–" if p["images_per_s"] is None else f"{p['images_per_s']:,.0f}")
+        losses = list(p["losses"].items())
+        for row in range(0, len(losses), 4):          # every loss term, four to a row
+            for col, (name, v) in zip(st.columns(4), losses[row:row + 4]):
+                col.metric(name, f"{v:.4f}")
+        fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+        for col, (name, v) in zip(st.columns(4), (("val acc", fmt(p["val_acc"], ".3f")),
+                                                  ("train acc", fmt(p["train_acc"], ".3f")),
+                                                  ("images/s", fmt(p["images_per_s"], ",.0f")),
+                                                  ("ETA", S.format_seconds(p["eta_s"])))):
+            col.metric(name, v)
         if p["message"]:
             st.caption(p["message"])
         if st.button("Cancel", key=f"cancel.{rid}"):
             jobs.cancel(rid, store)
     elif p["status"] == "completed":
         s = p["summary"]
-        st.caption(f"test accuracy {s.get('test_acc', float('nan')):.3f} in {S.format_seconds(s.get('seconds'))}")
+        st.caption(f"test accuracy {s.get('test_acc', float('nan')):.3f} · trained in "
+                   f"{S.format_seconds(s.get('seconds'))}")
     else:
         st.warning(p["message"] or p["status"])
     return p
@@ -216,35 +229,46 @@ def _run_card(rid: str):
 
 def live_panel():
     ids = st.session_state.get("active_runs", [])
-    if not ids:
-        st.info("Launch a run (or a one-click experiment on Home) to watch it train here.")
     cards = []
-    for rid in ids:
-        try:
-            cards.append(_run_card(rid))
-        except KeyError:      # deleted meanwhile
-            continue
+    for col, rid in zip(st.columns(max(len(ids), 1)), ids):
+        with col:
+            try:
+                cards.append(_run_card(rid))
+            except KeyError:      # deleted meanwhile
+                pass
     running = [c for c in cards if not c["final"]]
     if running:
-        df = S.compare_metrics(store, [c["id"] for c in running])
-        if not df.empty:
-            W.chart(training_curves(df, names=[n for n in ("train/loss", "val/acc") if n in set(df["name"])],
-                                    title="Live curves"), key="train.live_curves")
+        df = S.compare_metrics(store, [c["id"] for c in cards])
+        names = [n for n in ("train/loss", "val/acc") if not df.empty and n in set(df["name"])]
+        if names:
+            W.chart(training_curves(df, names=names, title="Live curves"), key="train.live_curves")
     elif cards:
         rows = S.gap_rows(store, [c["id"] for c in cards])
         if rows:
+            teacher = rows[0]["acc"] if rows[0]["kind"] == "teacher" else None
+            for col, r in zip(st.columns(len(rows)), rows):
+                vs = None if teacher is None or r["kind"] == "teacher" else \
+                    f"{100 * (r['acc'] - teacher):+.1f} pts vs teacher"
+                col.metric(r["label"].replace("<br>", " · "), f"{r['acc']:.3f}", vs)
+            closed = S.gap_closed(rows)
+            if closed is not None and closed > 0:
+                st.success(f"Distillation closed **{closed:.0%}** of the gap between the student trained alone "
+                           "and the teacher.")
+            elif closed is not None:
+                st.info("This time the distilled student did no better than the student alone; short runs are "
+                        "noisy — try more epochs or another seed.")
             W.chart(gap_bars(rows), key="train.gap")
-            st.markdown("Look closer:")
             run = next((c["id"] for c in cards if c["status"] == "completed"), None)
-            for page, label in (("pages/3_Attention_maps.py", "Attention maps"),
-                                ("pages/4_Feature_similarity.py", "Feature similarity (CKA)"),
-                                ("pages/5_Relation_matrices.py", "Relation matrices"),
-                                ("pages/6_Logits_and_calibration.py", "Logits & calibration"),
-                                ("pages/7_Embeddings.py", "Embeddings"), ("pages/2_Runs.py", "Runs")):
-                st.page_link(page, label=label, query_params={"run": run} if run else None)
+            links = st.columns(6)
+            for col, (page, label) in zip(links, (
+                    ("pages/3_Attention_maps.py", "Attention maps"), ("pages/4_Feature_similarity.py", "CKA"),
+                    ("pages/5_Relation_matrices.py", "Relations"), ("pages/6_Logits_and_calibration.py", "Logits"),
+                    ("pages/7_Embeddings.py", "Embeddings"), ("pages/2_Runs.py", "All runs"))):
+                col.page_link(page, label=label, icon=":material/search:",
+                              query_params={"run": run} if run else None)
     q = jobs.queue(store)
-    st.markdown(f"**Queue** ({len(q)})")
     if q:
+        st.markdown(f"**Queue** ({len(q)})")
         st.dataframe([{"#": r["position"], "run": S.run_label(r), "status": r["status"], "device": r["device"]}
                       for r in q], hide_index=True)
     was = st.session_state.get("_live_was_running", False)
@@ -253,8 +277,10 @@ def live_panel():
         st.rerun()            # the whole page: stop refreshing, show the results
 
 
-with live:
-    st.markdown("#### Live")
-    # refresh every second only while something is queued or running
-    active = bool(jobs.queue(store)) or S.any_active(store, st.session_state.get("active_runs", []))
-    st.fragment(live_panel, run_every=1.0 if active else None)()
+with live_slot:
+    if st.session_state.get("active_runs") or jobs.queue(store):
+        st.markdown("#### Live")
+        # refresh every second only while something is queued or running
+        active = bool(jobs.queue(store)) or S.any_active(store, st.session_state.get("active_runs", []))
+        st.fragment(live_panel, run_every=1.0 if active else None)()
+        st.divider()

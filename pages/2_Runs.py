@@ -10,13 +10,13 @@ from explorer.plots import training_curves
 from explorer.plots.app_extras import gap_bars
 from explorer.store import STATUSES
 
-store = W.setup_page("Runs", "📋")
+store = W.setup_page("Runs")
 st.title("Runs")
 
 everything = S.runs_table(store)
 if everything.empty:
     st.info("No runs yet. Launch one on the **Train** page, or with one click on **Home**.")
-    st.page_link("pages/1_Train.py", label="Go to Train", icon="🏋️")
+    st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 c1, c2, c3 = st.columns(3)

@@ -5,11 +5,11 @@ import streamlit as st
 
 from explorer import app_state as S
 from explorer import app_widgets as W
-from explorer.analysis import class_mean_maps, gradcam, map_gap, saliency, stage_attention
+from explorer.analysis import at_map, class_mean_maps, gradcam, map_gap, saliency, stage_attention
 from explorer.models.outputs import TapSpecs
 from explorer.plots import attention_grid, class_mean_maps_figure
 
-store = W.setup_page("Attention maps", "👁️")
+store = W.setup_page("Attention maps")
 st.title("Attention maps")
 st.caption("Activation attention (Zagoruyko & Komodakis): the mean of |feature|² over channels, per stage, "
            "each map scaled to a maximum of 1. Red in the difference column: the student looks there more.")
@@ -31,7 +31,8 @@ def models_of(run_id: str):
 for col, run, probe in zip(st.columns(len(runs)), runs, probes):
     with col:
         ref = S.reference_name(run)
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {ref}: {run['config'].get('teacher') or '–'}")
+        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {ref}: "
+                    f"{run['config'].get('teacher') or '–'}")
         sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
         hw = tuple(sub["x"].shape[-2:])
         if kind == "attention":
@@ -56,10 +57,9 @@ for col, run, probe in zip(st.columns(len(runs)), runs, probes):
             label = meta["classes"][int(sub["y"][j])]
             W.chart(attention_grid(sub["x"][j], t, s, labels, gaps=gaps, mean=meta["mean"], std=meta["std"],
                                    title=f"#{int(sub['index'][j])} (class {label})"), key=f"att.{run['id']}.{j}")
-        deep_t, deep_s = probe["teacher"]["stage_names"][-1], probe["student"]["stage_names"][-1]
-        y = np.asarray(probe["y"])
-        tmean = class_mean_maps(stage_attention({deep_t: probe["teacher"]["stages"][-1]})[deep_t], y, len(meta["classes"]))
-        smean = class_mean_maps(stage_attention({deep_s: probe["student"]["stages"][-1]})[deep_s], y, len(meta["classes"]))
+        y, c = np.asarray(probe["y"]), len(meta["classes"])
+        tmean, smean = (class_mean_maps(at_map(probe[side]["stages"][-1]).numpy(), y, c)
+                        for side in ("teacher", "student"))
         if tmean.shape == smean.shape:
             W.chart(class_mean_maps_figure(tmean, smean, meta["classes"],
                                            title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),

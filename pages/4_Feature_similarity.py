@@ -7,7 +7,7 @@ from explorer import app_widgets as W
 from explorer.analysis import cka_matrix, cka_over_epochs
 from explorer.plots import cka_heatmap, cka_over_epochs_figure
 
-store = W.setup_page("Feature similarity (CKA)", "🔗")
+store = W.setup_page("Feature similarity (CKA)")
 st.title("Feature similarity (CKA)")
 st.caption("Centered kernel alignment (Kornblith et al. 2019) compares two representations of the same samples: "
            "1 = the same up to rotation and scale, 0 = unrelated. It works across different widths, so a small "

@@ -8,7 +8,7 @@ from explorer.analysis import (cosine_gram, dark_knowledge, relation_gap, rkd_an
                                rkd_distance_matrix)
 from explorer.plots import dark_knowledge_heatmap, relation_matrices, rkd_angle_histogram
 
-store = W.setup_page("Relation matrices", "🕸️")
+store = W.setup_page("Relation matrices")
 st.title("Relation matrices")
 st.caption("Each cell is how similar two samples look to a model (its penultimate embedding). Relational KD "
            "(RKD, SP, CC) makes the student's matrix resemble the teacher's, even where their features differ.")

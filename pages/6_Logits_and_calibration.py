@@ -8,7 +8,7 @@ from explorer.analysis import agreement, calibration, confusion, disagreements, 
 from explorer.plots import (confusion_heatmaps, disagreement_gallery, per_class_accuracy_bars, reliability_diagram,
                             softened_bars)
 
-store = W.setup_page("Logits & calibration", "📊")
+store = W.setup_page("Logits & calibration")
 st.title("Logits & calibration")
 st.caption("What the two models output on the same test images. Softening with a temperature shows the "
            "dark knowledge; the reliability diagram shows whether confidence matches accuracy.")

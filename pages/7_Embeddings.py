@@ -7,7 +7,7 @@ from explorer import app_widgets as W
 from explorer.analysis import project
 from explorer.plots import embedding_scatter
 
-store = W.setup_page("Embeddings", "🗺️")
+store = W.setup_page("Embeddings")
 st.title("Embeddings")
 st.caption("Each point is a test image. Tight, separated class clusters mean a feature space a linear "
            "classifier can use; distillation can pull the student's clusters toward the teacher's layout. "

@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -511,3 +510,35 @@ def test_cka_matrix_low_precision_grams_and_bad_values():
         C.cka_matrix({"bad": bad}, fb)
     with pytest.raises(ValueError, match="'x'.*NaN"):
         C.linear_cka(bad, bad)
+
+
+def test_cached_stage_grams_give_the_same_matrix():
+    fa = {"a": torch.randn(40, 3, 4, 4, generator=_rng()), "b": torch.randn(40, 7, generator=_rng(1))}
+    fb = {"c": fa["a"].relu(), "d": fa["b"] ** 3}
+    ga, gb = C.stage_grams(fa), C.stage_grams(fb)
+    assert ga.grams.shape == (2, 40 * 40) and ga.names == ("a", "b") and ga.n == 40
+    ref = C.cka_matrix(fa, fb)
+    assert np.allclose(C.cka_from_grams(ga, gb).values, ref.values)
+    assert np.allclose(C.cka_matrix(ga, fb).values, ref.values)
+    with pytest.raises(ValueError, match="same samples"):
+        C.cka_from_grams(ga, C.stage_grams({"e": torch.randn(39, 2)}))
+    with pytest.raises(ValueError, match="mix"):
+        C.cka_from_grams(ga, C.stage_grams(fb, kind="rbf"))
+
+
+def test_cka_over_epochs_loaded_dicts_and_nan_policy():
+    x = torch.randn(12, 3, 4, 4, generator=_rng())
+    t_side = {"logits": torch.randn(12, 3), "stages": [x, x.relu()], "stage_names": ["t1", "t2"],
+              "embedding": torch.randn(12, 5)}
+    good = dict(t_side, stage_names=["s1", "s2"])
+    dead = dict(good, stages=[x, torch.zeros(12, 2, 2, 2)])
+    probes = [{"epoch": e, "x": x, "y": torch.zeros(12), "index": torch.arange(12), "student": st, "teacher": t_side}
+              for e, st in ((0, dead), (1, good))]
+    with pytest.raises(ValueError, match="'s2'.*constant"):
+        C.cka_over_epochs(probes)
+    df = C.cka_over_epochs(probes, errors="nan")
+    assert np.isnan(df.cka.iloc[1]) and df.cka.iloc[0] == pytest.approx(1.0)
+    assert df.cka.iloc[3] == pytest.approx(1.0) and list(df.pair[:2]) == ["s1 ↔ t1", "s2 ↔ t2"]
+    assert df.cka.iloc[0] == pytest.approx(C.linear_cka(x, x))
+    mb = C.cka_over_epochs(probes[1:], kind="minibatch", pairs=[(0, "t2")])
+    assert len(mb) == 1 and mb.other_stage.iloc[0] == "t2"

@@ -246,12 +246,13 @@ def test_runs_page_filters_exports_and_deletes_with_confirmation():
     at = app("2_Runs")
     assert_clean(at)
     assert len(at.dataframe[0].value) == 2
-    at.multiselect(key="runs.method").set_value(["kd"]).run()
-    assert list(at.dataframe[0].value["id"]) == [kd]
-    at.multiselect(key="runs.method").set_value([]).run()
     assert set(at.multiselect(key="runs.selected").value) == {kd, alone}     # completed runs preselected
     assert any(t.get("name") == "student alone" for t in traces(at))         # the gap chart
     assert any(t["type"] == "scatter" for t in traces(at))                    # the curves
+    at.multiselect(key="runs.method").set_value(["kd"]).run()
+    assert list(at.dataframe[0].value["id"]) == [kd]
+    assert at.multiselect(key="runs.selected").options == [f"with kd [{kd[-6:]}] · completed"]
+    at.multiselect(key="runs.method").set_value([]).run()
 
     csv = S.metrics_csv(store, [kd]).decode()
     assert csv.splitlines()[0].startswith("run_id,scope,epoch") and "val/acc" in csv

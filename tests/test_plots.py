@@ -1,4 +1,6 @@
 """Every figure builder in explorer.plots: the figure carries the data it was given."""
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -11,6 +13,9 @@ from explorer.plots._style import symmetric_limit, to_display_image
 
 
 def _types(fig):
+    """Trace types, after checking the figure serialises the way Streamlit sends it (NaN -> null)."""
+    assert isinstance(fig, go.Figure)
+    assert len(json.loads(fig.to_json())["data"]) == len(fig.data)
     return [t.type for t in fig.data]
 
 

@@ -282,10 +282,18 @@ def test_byot_heads_learn_from_the_deepest_without_moving_it():
 
 def test_dafl_generator_and_student_are_separate():
     dafl, ctx = build("dafl")
+    g0 = [p.clone() for p in dafl.generator.parameters()]
+    s0 = [p.clone() for p in dafl.student.parameters()]
+    dafl.train()
     _, losses = dafl.train_step(first_batch(ctx))
-    g_loss = losses["g_onehot"] + losses["g_act"] + losses["g_entropy"]
-    assert reaches(g_loss, dafl.generator) and not reaches(g_loss, dafl.student)
+    # the generator stepped inside (its own Adam) on a loss that never touched the student ...
+    assert any(not torch.equal(a, b) for a, b in zip(g0, dafl.generator.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(s0, dafl.student.parameters()))
+    assert all(p.grad is None for p in dafl.student.parameters())
+    # ... and what it returns (the KD) reaches the student only; its own terms are logged, detached
+    assert all(losses[k].grad_fn is None for k in ("g_onehot", "g_act", "g_entropy"))
     assert reaches(losses["kd"], dafl.student) and not reaches(losses["kd"], dafl.generator)
+    assert "_extra_state" in dafl.state_dict()                 # the generator's Adam state is checkpointed
 
 
 # ----------------------------------------------------------------------------- end to end through the trainer

@@ -8,7 +8,7 @@ Every view accepts a loaded probe's dicts directly (see probes.py for the format
 """
 from .attention import (activation_attention, at_map, black_baseline, class_mean_maps, gradcam,
                         integrated_gradients, map_gap, normalize_maps, saliency, stage_attention, stage_maps)
-from .cka import (CKAAccumulator, cka_matrix, cka_over_epochs, features_for, hsic_unbiased, linear_cka,
+from .cka import (CKAAccumulator, StageGrams, cka_from_grams, cka_matrix, stage_grams, cka_over_epochs, features_for, hsic_unbiased, linear_cka,
                   minibatch_cka, rbf_cka, stage_features)
 from .embeddings import project, tsne_perplexity
 from .logits import (agreement, calibration, confusion, disagreements, per_class_accuracy, per_sample_kl,
@@ -20,7 +20,7 @@ from .relations import (class_boundaries, cosine_gram, dark_knowledge, relation_
 __all__ = [
     "activation_attention", "at_map", "black_baseline", "class_mean_maps", "gradcam",
     "integrated_gradients", "map_gap", "normalize_maps", "saliency", "stage_attention", "stage_maps",
-    "CKAAccumulator", "cka_matrix", "cka_over_epochs", "features_for", "hsic_unbiased", "linear_cka",
+    "CKAAccumulator", "StageGrams", "cka_from_grams", "stage_grams", "cka_matrix", "cka_over_epochs", "features_for", "hsic_unbiased", "linear_cka",
     "minibatch_cka", "rbf_cka", "stage_features",
     "project", "tsne_perplexity",
     "agreement", "calibration", "confusion", "disagreements", "per_class_accuracy", "per_sample_kl", "soften",

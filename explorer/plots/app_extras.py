@@ -74,18 +74,19 @@ def temperature_playground(logits, T: float, y=None, classes: Sequence[str] | No
 
 
 def gap_bars(rows: Sequence[dict], title: str | None = "Test accuracy: the teacher–student gap") -> go.Figure:
-    """Horizontal bars of test accuracy: rows of {label, acc, kind} with kind teacher / student alone /
-    distilled; each bar is annotated with its gap to the teacher in points."""
+    """Bars of test accuracy: rows of {label, acc, kind[, run]} with kind teacher / student alone /
+    distilled; each student bar is annotated with its gap to the teacher in points."""
     color = {"teacher": TEACHER, "student alone": BASELINE, "distilled": STUDENT}
     teacher = next((r["acc"] for r in rows if r["kind"] == "teacher"), None)
     fig = go.Figure()
     for r in rows:
-        gap = "" if teacher is None or r["kind"] == "teacher" else f"  ({100 * (r['acc'] - teacher):+.1f} pts)"
-        fig.add_trace(go.Bar(y=[r["label"]], x=[r["acc"]], orientation="h", name=r["kind"],
-                             marker_color=color.get(r["kind"], STUDENT), text=[f"{r['acc']:.3f}{gap}"],
-                             textposition="auto", showlegend=False,
-                             hovertemplate=f"{r['label']}<br>test accuracy %{{x:.4f}}<extra></extra>"))
+        gap = "" if teacher is None or r["kind"] == "teacher" else f"<br>{100 * (r['acc'] - teacher):+.1f} pts"
+        fig.add_trace(go.Bar(x=[r["label"]], y=[r["acc"]], name=r["kind"], marker_color=color.get(r["kind"], STUDENT),
+                             text=[f"{r['acc']:.3f}{gap}"], textposition="outside", cliponaxis=False,
+                             showlegend=False, hovertemplate=f"{r.get('run', r['label'])}<br>test accuracy "
+                                                             f"%{{y:.4f}}<extra>{r['kind']}</extra>"))
     lo = min([r["acc"] for r in rows] + [1.0])
-    fig.update_xaxes(title_text="test accuracy", range=[max(0.0, lo - 0.1), 1.0])
-    fig.update_yaxes(autorange="reversed")
-    return finish(fig, title, height=110 + 60 * max(len(rows), 1))
+    fig.update_yaxes(title_text="test accuracy", range=[max(0.0, lo - 0.08), 1.0])
+    fig.update_xaxes(type="category")
+    fig.update_layout(bargap=0.45)
+    return finish(fig, title, height=380)

@@ -44,7 +44,8 @@ class Adversarial(Offline):
     paper = Paper("Zheng Xu, Yen-Chang Hsu, Jiawei Huang",
                   "Training Shallow and Thin Networks for Acceleration via Knowledge Distillation with Conditional "
                   "Adversarial Networks", 2018, "ICLR Workshop", "1709.00513")
-    equation = (r"\mathcal{L}_D = -\log D(z_t) - \log(1 - D(\bar z_s)),\quad \mathcal{L}_S = w_{CE}\,\mathrm{CE}(z_s, y) + "
+    equation = (r"\mathcal{L}_D = -\log D(z_t) - \log(1 - D(\bar z_s)),\quad "
+                r"\mathcal{L}_S = w_{CE}\,\mathrm{CE}(z_s, y) + "
                 r"\sum_m w_m \mathcal{L}_m - \lambda \log D(z_s)")
     hparams = (
         HParam("adv_weight", 0.1, 0.0, 100.0, "weight lambda of the student's fool-the-discriminator term"),

@@ -61,7 +61,8 @@ class Scheme(nn.Module):
         for name, v in params.items():
             h = known.get(name)
             if h is None:
-                raise ValueError(f"scheme {cls.key!r}: unknown hyperparameter {name!r}; allowed: {sorted(known) or 'none'}")
+                raise ValueError(f"scheme {cls.key!r}: unknown hyperparameter {name!r}; "
+                                 f"allowed: {sorted(known) or 'none'}")
             kind = type(h.default)
             ok = (isinstance(v, bool) if kind is bool else isinstance(v, str) if kind is str else
                   isinstance(v, int) and not isinstance(v, bool) if kind is int else

@@ -117,16 +117,19 @@ class Generator(nn.Module):
 
 @register_scheme
 class DAFL(_DataFree):
-    """One step, one backward: the generator's loss (one-hot + activation + information entropy,
-    all through the frozen teacher) reaches only the generator -- the teacher has no trainable
-    parameters -- and the student's KD is computed on the *detached* images, so it reaches only
-    the student. The generator is trained by the run's optimiser along with the student."""
+    """Each step: the generator makes a batch; its loss (one-hot + activation + information
+    entropy, all through the frozen teacher, so it reaches only the generator) is stepped at once
+    by the generator's own Adam optimiser, as in the paper (with the run's SGD instead, the student
+    reached 21% vs 49% test accuracy: digits, 300 images, 30 epochs, one seed); the returned g_* terms
+    are detached, for the log only. The student's KD on the *detached* images is returned for the
+    run's optimiser, so it reaches only the student. The Adam state is in the checkpoint."""
     key = "dafl"
     name = "Data-Free Learning (DAFL)"
     paper = Paper("Hanting Chen, Yunhe Wang, Chang Xu, Zhaohui Yang, Chuanjian Liu, Boxin Shi, Chunjing Xu, "
                   "Chao Xu, Qi Tian", "Data-Free Learning of Student Networks", 2019, "ICCV", "1904.01186")
     equation = (r"\mathcal{L}_G = \mathrm{CE}(z_t, \arg\max z_t) - \alpha\,\|f_t\|_1 - \beta\,H\big(\tfrac1n\textstyle"
-                r"\sum_i \sigma(z_t^i)\big),\quad \mathcal{L}_S = T^2\,\mathrm{KL}\big(\sigma(z_t/T)\,\|\,\sigma(z_s/T)\big)"
+                r"\sum_i \sigma(z_t^i)\big),\quad "
+                r"\mathcal{L}_S = T^2\,\mathrm{KL}\big(\sigma(z_t/T)\,\|\,\sigma(z_s/T)\big)"
                 r"\ \text{on}\ G(z)")
     hparams = (
         HParam("latent", 100, 8, 1024, "noise dimension of the generator"),
@@ -134,6 +137,7 @@ class DAFL(_DataFree):
         HParam("act_weight", 0.1, 0.0, 100.0, "weight alpha of the activation loss (large teacher features)"),
         HParam("ie_weight", 5.0, 0.0, 100.0, "weight beta of the information-entropy loss (balanced classes)"),
         HParam("temperature", 4.0, 1.0, 20.0, "KD temperature for the student"),
+        HParam("g_lr", 1e-3, 1e-6, 1.0, "learning rate of the generator's Adam optimiser", log=True),
     )
     notes = "The student sees no real training image. Saved: 64 generated images with the teacher's labels."
 
@@ -143,6 +147,13 @@ class DAFL(_DataFree):
         self.generator = Generator(self.hp["latent"], c, h).to(ctx.device)
         self.t_specs = TapSpecs.of(self.teacher, ctx.config.teacher_stages)
         self.gen = torch.Generator().manual_seed(ctx.config.seed + 11)
+        self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=self.hp["g_lr"], betas=(0.5, 0.999))
+
+    def get_extra_state(self):
+        return {"g_opt": self.g_opt.state_dict()}
+
+    def set_extra_state(self, state):
+        self.g_opt.load_state_dict(state["g_opt"])
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hp["latent"], generator=self.gen).to(self.ctx.device)
@@ -164,8 +175,12 @@ class DAFL(_DataFree):
     def train_step(self, batch: Batch):
         x = self.generator(self.noise(len(batch.y)))
         losses = self.generator_losses(x)
+        self.g_opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.g_opt.step()
+        self.g_opt.zero_grad(set_to_none=True)     # so the run's optimiser skips the generator
         z, kd = self.distill_on(x.detach(), batch)
-        return z, losses | {"kd": kd}
+        return z, {k: v.detach() for k, v in losses.items()} | {"kd": kd}
 
 
 # ----------------------------------------------------------------------------- DeepInversion
@@ -206,7 +221,8 @@ class DeepInversion(_DataFree):
     paper = Paper("Hongxu Yin, Pavlo Molchanov, Zhizhong Li, Jose M. Alvarez, Arun Mallya, Derek Hoiem, "
                   "Niraj K. Jha, Jan Kautz", "Dreaming to Distill: Data-free Knowledge Transfer via DeepInversion",
                   2020, "CVPR", "1912.08795")
-    equation = (r"\min_{\hat x}\ \mathrm{CE}(t(\hat x), \hat y) + \alpha_{f}\sum_l \big(\|\mu_l(\hat x) - \mu_l^{BN}\|_2 + "
+    equation = (r"\min_{\hat x}\ \mathrm{CE}(t(\hat x), \hat y) + "
+                r"\alpha_{f}\sum_l \big(\|\mu_l(\hat x) - \mu_l^{BN}\|_2 + "
                 r"\|\sigma^2_l(\hat x) - \sigma_l^{2,BN}\|_2\big) + \alpha_{tv}\,\mathrm{TV}(\hat x) + "
                 r"\alpha_{\ell_2}\|\hat x\|_2^2")
     hparams = (

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kd.base import Batch, HParam
-from ..kd.base import Paper
+from ..kd.base import Batch, HParam, Paper
 from ..models import list_models
 from ..models.registry import get_model_spec
 from .base import RunContext, Scheme, register_scheme
@@ -23,7 +22,8 @@ _HPARAMS = (
     HParam("teachers", "auto", None, None, "comma-separated teacher architectures (may differ); auto = the "
                                            "config's teacher and the next smaller model of its family"),
     HParam("temperature", 4.0, 1.0, 20.0, "softening temperature T"),
-    HParam("kd_weight", 0.9, 0.0, 100.0, "weight of the distillation term (CE weight: the config's ce_weight, else 0.1)"),
+    HParam("kd_weight", 0.9, 0.0, 100.0,
+           "weight of the distillation term (CE weight: the config's ce_weight, else 0.1)"),
 )
 
 
@@ -105,7 +105,8 @@ class CAMKD(_MultiTeacher):
     paper = Paper("Hailin Zhang, Defang Chen, Can Wang",
                   "Confidence-Aware Multi-Teacher Knowledge Distillation", 2022, "ICASSP", "2201.00007")
     equation = (r"w_{k}(x) = \mathrm{softmax}_k\big(-\mathrm{CE}(z_{t_k}(x), y)\big),\quad \mathcal{L} = "
-                r"w_{CE}\,\mathrm{CE}(z_s, y) + w\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)")
+                r"w_{CE}\,\mathrm{CE}(z_s, y) + "
+                r"w\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)")
 
     def teacher_weights(self, t, y) -> torch.Tensor:
         """(K, B): per-sample weights over teachers, summing to 1 over k."""

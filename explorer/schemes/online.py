@@ -206,8 +206,11 @@ class ONE(Scheme):
         self.gate = nn.Linear(self._h_channels, self.hp["branches"]).to(ctx.device)
 
     def _head(self, i: int, h: torch.Tensor) -> torch.Tensor:
-        modules = dict(self.student.named_modules()) if i == 0 else self.heads[i - 1]
-        stage, fc = (modules[self.last], modules[self.classifier]) if i == 0 else (modules["stage"], modules["fc"])
+        """Branch i's logits from the trunk output h (branch 0: the student's own last stage and fc)."""
+        if i == 0:
+            stage, fc = self.student.get_submodule(self.last), self.student.get_submodule(self.classifier)
+        else:
+            stage, fc = self.heads[i - 1]["stage"], self.heads[i - 1]["fc"]
         return fc(F.adaptive_avg_pool2d(stage(h), 1).flatten(1))
 
     @torch.no_grad()

@@ -1,0 +1,175 @@
+"""Scale-out: `torchrun --nproc_per_node 2 -m explorer run ...` with gloo on CPU.
+
+1. The semantics, in-process with two spawned ranks: each rank takes a disjoint half of every global
+   batch, and one DDP step equals one single-process step on the whole batch (the global batch size).
+2. End to end through torchrun: the run completes with the single-process summary's keys and a sane
+   accuracy, is recorded once (one distill row, one teacher row), and its checkpoint resumes.
+"""
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from explorer import distributed
+from explorer.kd.base import Batch
+from explorer.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TinyScheme(nn.Module):
+    """The scheme contract at its smallest: a linear student, cross-entropy, no batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.student = nn.Linear(6, 3)
+
+    def train_step(self, batch):
+        logits = self.student(batch.x)
+        return logits, {"ce": nn.functional.cross_entropy(logits, batch.y)}
+
+
+def _global_batches():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    return [Batch(x[i:i + 8], y[i:i + 8], torch.arange(i, i + 8)) for i in (0, 8)]
+
+
+def _rank(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        d = distributed.Dist(rank, 2, rank, torch.device("cpu"), "gloo")
+        scheme = TinyScheme()
+        if rank == 1:   # a different init on rank 1: wrap must replace it by rank 0's state
+            nn.init.zeros_(scheme.student.weight)
+        step = d.wrap(scheme)
+        opt = torch.optim.SGD(scheme.parameters(), lr=0.5)
+        seen = []
+        for batch in d.shard(_global_batches()):
+            seen += batch.index.tolist()
+            assert len(batch.y) == 4 and len(batch.x) == 4
+            _, losses = step.train_step(batch)
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            opt.step()
+        sums, correct, n = d.sum_epoch({"loss": torch.tensor(float(rank + 1))}, torch.tensor(rank * 2.0), 8)
+        # plain lists: a tensor sent through a queue is shared by file descriptor, gone once this process exits
+        out.put((rank, seen, {k: v.tolist() for k, v in scheme.state_dict().items()},
+                 (sums["loss"].item(), correct.item(), n), d.any(rank == 1), d.from_main({"who": rank})))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_step_equals_a_single_process_step_on_the_global_batch():
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_rank, args=(r, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r[0], r[1:]) for r in (out.get(timeout=240) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+    (seen0, state0, red0, any0, main0), (seen1, state1, red1, any1, main1) = results[0], results[1]
+    assert seen0 == [0, 1, 2, 3, 8, 9, 10, 11] and seen1 == [4, 5, 6, 7, 12, 13, 14, 15]   # disjoint, covering
+    assert red0 == red1 == (3.0, 2.0, 16)       # epoch sums added over ranks
+    assert any0 is any1 is True                 # one rank's flag reaches all
+    assert main0 == main1 == {"who": 0}         # rank 0's value everywhere
+
+    single = TinyScheme()   # the same two steps, one process, whole batches of 8
+    opt = torch.optim.SGD(single.parameters(), lr=0.5)
+    for batch in _global_batches():
+        _, losses = single.train_step(batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(torch.tensor(state0[k]), v, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(state1[k]), v, atol=1e-6, rtol=1e-5)
+
+
+def test_not_launched_means_single_process(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.setup("cpu") is None and distributed.is_main()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")   # torchrun --nproc_per_node 1: nothing to distribute
+    assert distributed.setup("cpu") is None
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not distributed.is_main()
+
+
+def test_batch_size_must_divide_over_the_ranks():
+    from explorer.config import ConfigError
+    d = distributed.Dist(0, 4, 0, torch.device("cpu"), "gloo")
+    d.check_batch_size(64)
+    with pytest.raises(ConfigError, match="use --batch-size 64 or 68") as e:
+        d.check_batch_size(66)
+    assert e.value.field == "batch_size"
+
+
+# ---------------------------------------------------------------------- end to end
+ARGS = ["--dataset", "digits", "--n-train", "400", "--epochs", "4", "--teacher-epochs", "3", "--batch-size", "32",
+        "--json"]
+
+
+def _explorer(home, *argv, nproc=None, timeout=500):
+    env = dict(os.environ, KD_EXPLORER_HOME=str(home), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+                str(_free_port()), "-m", "explorer"] if nproc else [sys.executable, "-m", "explorer"]
+    p = subprocess.run(launcher + list(argv), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, p.stdout   # one result: only rank 0 prints
+    return json.loads(lines[0]), p.stderr
+
+
+def test_torchrun_two_processes_match_a_single_process_run(tmp_path):
+    home = tmp_path / "home"
+    ddp, err = _explorer(home, "run", *ARGS, nproc=2)
+    assert ddp["status"] == "completed"
+    assert err.count("training teacher") == 1 and err.count("epoch   4") == 1   # rank 0 alone reports
+    store = Store(home)
+    assert len(store.list_runs(role="distill")) == 1 and len(store.list_runs(role="teacher")) == 1
+    teacher = store.list_runs(role="teacher")[0]
+    assert ddp["teacher_run"] == teacher["id"] and teacher["status"] == "completed"
+
+    single, _ = _explorer(home, "run", *ARGS)   # same home: reuses the teacher the two ranks trained
+    assert single["teacher_run"] == teacher["id"]
+    assert set(ddp) == set(single)
+    assert ddp["teacher_acc"] == pytest.approx(single["teacher_acc"]) and ddp["teacher_acc"] > 0.5
+    assert 0.2 < ddp["test_acc"] <= 1 and abs(ddp["test_acc"] - single["test_acc"]) < 0.3, (ddp, single)
+    assert len(store.list_runs(role="distill")) == 2 and len(store.list_runs(role="teacher")) == 1
+    print(f"\n2 ranks: test_acc {ddp['test_acc']:.3f} in {ddp['seconds']:.1f} s; 1 process: {single['test_acc']:.3f} "
+          f"in {single['seconds']:.1f} s; teacher {ddp['teacher_acc']:.3f}")
+    epochs = {m["epoch"] for m in store.metrics(ddp["run_id"], "epoch")}
+    assert epochs == {1, 2, 3, 4}   # each epoch logged once, by rank 0
+
+    # the checkpoint rank 0 wrote: a plain scheme state_dict (no DDP "module." prefix), resumable on 2 ranks
+    ckpt = torch.load(Path(store.get_run(ddp["run_id"])["run_dir"]) / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 3 and not any(k.startswith("module.") for k in ckpt["scheme"])
+    store.set_status(ddp["run_id"], "interrupted")
+    resumed, _ = _explorer(home, "resume", ddp["run_id"], "--json", nproc=2)
+    assert resumed["run_id"] == ddp["run_id"] and resumed["status"] == "completed"
+    assert resumed["test_acc"] == pytest.approx(ddp["test_acc"])   # the same weights, evaluated again
+    assert len(store.list_runs()) == 3   # resuming created no row
