@@ -86,9 +86,9 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
                              "or pick the default teacher")
         cfg["teacher"], cfg["teacher_ckpt"] = g("teacher"), g("teacher_ckpt")
     scheme = get_scheme(cfg["scheme"]).describe()
-    sp = {h["name"]: g(f"sp.{cfg['scheme']}.{h['name']}", h["default"]) for h in scheme["hparams"]}
-    cfg["scheme_params"] = {k: v for k, v in sp.items()
-                            if v != next(h["default"] for h in scheme["hparams"] if h["name"] == k)}
+    defaults = {h["name"]: h["default"] for h in scheme["hparams"]}
+    sp = {name: g(f"sp.{cfg['scheme']}.{name}", d) for name, d in defaults.items()}
+    cfg["scheme_params"] = {name: _hp_type(defaults[name])(v) for name, v in sp.items() if v != defaults[name]}
     methods = []
     for key in (g("methods") or []) if scheme["uses_methods"] else []:
         info = get_method(key).describe()

@@ -33,7 +33,7 @@ def chart(fig, key: str | None = None) -> None:
 
 def hparam_widget(h: dict, key: str) -> Any:
     """One widget for a registry hyperparameter {name, default, low, high, help}: its default is shown
-    in the label, the help text as the tooltip, the range enforced."""
+    in the label, the help text as the tooltip, the range enforced; the value survives page switches."""
     d = h["default"]
     label = f"{h['name']} (default {d!r})" if isinstance(d, str) else f"{h['name']} (default {d:g})" \
         if not isinstance(d, bool) else f"{h['name']} (default {d})"
@@ -41,15 +41,16 @@ def hparam_widget(h: dict, key: str) -> Any:
     if key not in st.session_state:
         st.session_state[key] = d
     if isinstance(d, bool):
-        return st.checkbox(label, key=key, help=help_)
+        return st.checkbox(label, key=key, help=help_, persist_state="session")
     if isinstance(d, int):
         return st.number_input(label, min_value=None if h["low"] is None else int(h["low"]),
-                               max_value=None if h["high"] is None else int(h["high"]), step=1, key=key, help=help_)
+                               max_value=None if h["high"] is None else int(h["high"]), step=1, key=key, help=help_,
+                               persist_state="session")
     if isinstance(d, float):
         return st.number_input(label, min_value=None if h["low"] is None else float(h["low"]),
                                max_value=None if h["high"] is None else float(h["high"]), key=key, help=help_,
-                               format="%g")
-    return st.text_input(label, key=key, help=help_)
+                               format="%g", persist_state="session")
+    return st.text_input(label, key=key, help=help_, persist_state="session")
 
 
 # ---------------------------------------------------------------------- analysis pages

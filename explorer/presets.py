@@ -32,11 +32,13 @@ register_preset(
     "The distilled student's test accuracy lands between the student trained alone and the teacher: "
     "the teacher's soft targets closed part of the gap.",
     dict(_DIGITS, methods=[{"key": "kd"}]), compare=dict(methods=[]))
+# AT's benchmark weight (1000, for CIFAR) swamps the labels of a 10k-parameter digits student (test accuracy
+# 0.37 after 10 epochs, vs 0.95 alone); 100 on top of KD keeps the accuracy and still aligns the maps.
 register_preset(
     "attention", "Attention transfer",
-    "On Attention maps the student's stage maps move toward the teacher's: the student − teacher "
-    "difference fades compared with the student trained alone.",
-    dict(_DIGITS, methods=[{"key": "at"}]), compare=dict(methods=[]))
+    "On Attention maps the student's stage maps take the teacher's shape: in the deeper stages the "
+    "student − teacher difference all but vanishes, unlike for the student trained alone.",
+    dict(_DIGITS, methods=[{"key": "kd"}, {"key": "at", "weight": 100.0}]), compare=dict(methods=[]))
 register_preset(
     "relational", "Relational KD",
     "On Relation matrices the student's sample-to-sample similarities take the teacher's block "

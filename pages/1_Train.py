@@ -201,7 +201,11 @@ with side:
 def _run_card(rid: str) -> dict:
     p = S.progress(store, rid)
     st.markdown(f"**{p['name']}** · `{p['status']}`")
-    if p["status"] in ("queued", "running"):
+    if p["status"] == "queued":
+        st.caption(p["message"])
+        if st.button("Cancel", key=f"cancel.{rid}"):
+            jobs.cancel(rid, store)
+    elif p["status"] == "running":
         label = f"epoch {p['epoch']}/{p['epochs']} · {100 * p['fraction']:.0f}% · ETA {S.format_seconds(p['eta_s'])}"
         st.progress(p["fraction"], text=label)
         losses = list(p["losses"].items())

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ANALYSIS = ["3_Attention_maps", "4_Feature_similarity", "5_Relation_matrices", "6_Logits_and_calibration",
             "7_Embeddings"]
 PAGES = ["1_Train", "2_Runs"] + ANALYSIS
-TINY = dict(n_train=100, epochs=2, probe_size=32)     # the bundled digits teacher is reused: no teacher training
+TINY = dict(n_train=100, epochs=2)     # the bundled digits teacher is reused: no teacher training
 
 
 def app(page: str | None = None) -> AppTest:
@@ -114,6 +113,29 @@ def test_train_menus_come_from_the_registries():
     assert at.multiselect(key="train.methods").value == ["kd"]
     assert at.number_input(key="train.epochs").value == presets.get_preset(presets.DEFAULT_PRESET)["config"]["epochs"]
     assert "(default 4)" in at.number_input(key="train.hp.kd.temperature").label
+
+
+def test_the_map_opens_any_method_on_the_train_page_prefilled():
+    at = app()
+    options = at.selectbox(key="home.pick").options
+    assert len(options) == len(list_methods()) + len(list_schemes())
+    at.selectbox(key="home.pick").set_value(next(i for i, o in enumerate(options) if o.startswith("rkd — "))).run()
+    at.button(key="home.try").click().run()
+    assert_clean(at)
+    assert at.multiselect(key="train.methods").value == ["rkd"]           # we are on Train, prefilled
+    assert at.number_input(key="train.hp.rkd.angle_weight").value == 50.0
+
+
+def test_train_choices_survive_a_visit_to_another_page():
+    at = app("1_Train")
+    at.number_input(key="train.epochs").set_value(7)
+    at.multiselect(key="train.methods").set_value(["dkd"]).run()
+    at.number_input(key="train.hp.dkd.beta").set_value(2.0).run()
+    at.switch_page("pages/2_Runs.py").run()
+    at.switch_page("pages/1_Train.py").run()
+    assert at.number_input(key="train.epochs").value == 7
+    assert at.multiselect(key="train.methods").value == ["dkd"]
+    assert at.number_input(key="train.hp.dkd.beta").value == 2.0
 
 
 def test_presets_are_valid_configs_and_unregistered_ones_are_hidden(monkeypatch):
@@ -214,12 +236,36 @@ def test_uploaded_teacher_is_checked_loaded_weights_only_and_saved_under_a_safe_
         S.save_upload(Store(), "model.py", b"import os", "cnn_large", "digits")
 
 
+def test_a_finished_run_or_a_new_architecture_can_be_the_teacher(submitted):
+    from explorer.checkpoints import load_checkpoint_into
+    store = Store()
+    rid = fake_completed_run(store, student="cnn_small", name="small")
+    model_pt = Path(store.get_run(rid)["run_dir"]) / "model.pt"
+    torch.save({"student": create_model("cnn_small", 10, 1, 8).state_dict()}, model_pt)   # the trainer's layout
+    store.add_artifact(rid, "model", model_pt, "state_dict")
+    at = app("1_Train")
+    at.radio(key="train.teacher_source").set_value("run").run()
+    assert at.selectbox(key="train.teacher_run").value == rid
+    at.button(key="train.launch").click().run()
+    assert_clean(at)
+    cfg = submitted[0]
+    assert cfg["teacher"] == "cnn_small" and Path(cfg["teacher_ckpt"]).parent == store.home / "teachers"
+    load_checkpoint_into(create_model("cnn_small", 10, 1, 8), cfg["teacher_ckpt"])   # what the trainer will do
+
+    at.radio(key="train.teacher_source").set_value("train").run()
+    at.selectbox(key="train.teacher").set_value("cnn_medium")
+    at.number_input(key="train.teacher_epochs").set_value(5)
+    at.button(key="train.launch").click().run()
+    cfg = submitted[-1]
+    assert cfg["teacher"] == "cnn_medium" and cfg["teacher_epochs"] == 5 and cfg["teacher_ckpt"] is None
+
+
 # ---------------------------------------------------------------------- live progress
 def test_live_progress_reads_losses_accuracy_speed_and_eta_from_the_store():
     store = Store()
     cfg = RunConfig.from_dict(dict(dataset="digits", methods=["kd"], epochs=4, n_train=100, batch_size=20))
     rid = store.create_run(cfg.to_dict(), status="queued")
-    store.set_status(rid, "running", started=time.time() - 10, worker_pid=os.getpid())   # "trained" by us: alive
+    store.set_status(rid, "running", worker_pid=os.getpid())      # "trained" by this process: alive, not recovered
     store.log_metrics(rid, "epoch", 1, 5, {"val/acc": 0.61, "train/acc": 0.5, "train/loss": 1.2, "images_per_s": 900})
     store.log_metrics(rid, "step", 1, 7, {"loss": 1.1, "ce": 0.1, "kd": 1.0, "lr": 0.05, "images_per_s": 1000.0})
     p = S.progress(store, rid)
@@ -236,6 +282,22 @@ def test_live_progress_reads_losses_accuracy_speed_and_eta_from_the_store():
     assert {"kd", "ce", "val acc", "images/s"} <= {m.label for m in at.metric}
     at.button(key=f"cancel.{rid}").click().run()                          # the cancel button reaches the store
     assert store.cancel_requested(rid)
+
+
+def test_sample_picking_and_the_gap_closed():
+    y = torch.tensor([0, 1, 1, 2, 1])
+    t = torch.eye(3)[y] * 5
+    s = t.clone()
+    s[3] = torch.tensor([5.0, 0, 0])                                       # the student gets sample 3 wrong
+    probe = {"y": y, "teacher": {"logits": t}, "student": {"logits": s}}
+    assert S.sample_positions(probe, "all").tolist() == [0, 1, 2, 3, 4]
+    assert S.sample_positions(probe, "class", 1, k=2).tolist() == [1, 2]
+    assert S.sample_positions(probe, "index", [4, 9, 0]).tolist() == [4, 0]   # out of range dropped
+    assert S.sample_positions(probe, "disagree", k=1).tolist() == [3]
+    rows = [{"kind": "teacher", "acc": 0.99}, {"kind": "distilled", "acc": 0.97},
+            {"kind": "student alone", "acc": 0.95}]
+    assert S.gap_closed(rows) == pytest.approx(0.5)
+    assert S.gap_closed(rows[:2]) is None
 
 
 # ---------------------------------------------------------------------- runs page
@@ -269,11 +331,21 @@ def test_runs_page_filters_exports_and_deletes_with_confirmation():
 
 
 # ---------------------------------------------------------------------- the real path, end to end
-def test_a_preset_launched_from_home_completes_on_the_worker_and_fills_every_analysis_page(monkeypatch, workers):
-    for p in presets._PRESETS.values():
-        monkeypatch.setitem(p, "config", dict(p["config"], **TINY))
+def test_one_click_on_a_preset_queues_it_and_its_comparison_and_opens_train(submitted):
     at = app()
-    at.button(key="preset.run." + presets.DEFAULT_PRESET).click().run()
+    at.button(key="preset.run.relational").click().run()
+    assert_clean(at)
+    want = [RunConfig.from_dict(c).to_dict() for c in presets.preset_configs("relational")]
+    assert submitted == want and len(want) == 2
+    assert at.multiselect(key="train.methods").value == ["rkd"]           # on Train, showing what runs
+    assert len(at.session_state["active_runs"]) == 2
+
+
+def test_a_run_launched_from_train_completes_on_the_worker_and_fills_every_analysis_page(workers):
+    at = app("1_Train")                                                   # the default experiment, made tiny
+    for name, value in TINY.items():
+        at.number_input(key=f"train.{name}").set_value(value)
+    at.button(key="train.launch").click().run()
     assert_clean(at, "after the click")
     ids = at.session_state["active_runs"]
     assert len(ids) == 2
