@@ -23,6 +23,7 @@ from .store import FINAL, Store, safe_name
 
 MAX_UPLOAD_BYTES = 200 * 2**20          # the same limit as .streamlit/config.toml's maxUploadSize
 UPLOAD_SUFFIXES = (".pt", ".pth")
+from .uploads import UploadError  # noqa: E402  (re-exported for the pages)
 TEACHER_SOURCES = {
     "default": "the dataset's default teacher (bundled, or reused from an earlier run)",
     "run": "the model of a finished run",
@@ -197,31 +198,16 @@ def teacher_from_run(store: Store, run_id: str) -> tuple[str, str]:
 
 def save_upload(store: Store, filename: str, data: bytes, arch: str, dataset: str,
                 data_root: str | None = None) -> str:
-    """Check an uploaded teacher checkpoint and keep it under <home>/uploads/ with a sanitised name.
-
-    Refused: a name not ending in .pt/.pth, an empty or too large file, anything torch.load with
-    weights_only=True rejects (pickled code never runs), and a state_dict that does not fit `arch`
-    on `dataset`. Raises CheckpointError (a ValueError) saying which, and leaves nothing behind."""
-    from .checkpoints import CheckpointError, load_checkpoint_into
-    from .models import create_model
-    suffix = Path(filename).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise CheckpointError(f"{filename!r} is not a .pt or .pth file; save the model with "
-                              "torch.save(model.state_dict(), 'teacher.pt')")
-    if not data:
-        raise CheckpointError(f"{filename!r} is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise CheckpointError(f"{filename!r} is {len(data) / 2**20:.0f} MiB, over the "
-                              f"{MAX_UPLOAD_BYTES / 2**20:.0f} MiB limit for uploads")
-    digest = hashlib.sha256(data).hexdigest()[:12]
-    out = store.home / "uploads" / f"{digest}-{safe_name(Path(filename).stem, 60)}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
+    """Check an uploaded teacher checkpoint (explorer.uploads: size, type by content, weights_only,
+    sanitised name) and that it fits `arch` on `dataset`; leaves nothing behind when refused."""
+    from .uploads import check_fits, save_upload as save_checked
+    if Path(filename).suffix.lower() not in UPLOAD_SUFFIXES:
+        raise UploadError(f"{filename!r} is not a .pt or .pth file; save the model with "
+                          "torch.save(model.state_dict(), 'teacher.pt')")
+    out = save_checked(filename, data, "checkpoint", store.home)
     try:
         meta = dataset_meta(dataset, data_root)
-        model = create_model(arch, num_classes=len(meta["classes"]), in_channels=meta["shape"][0],
-                             image_size=meta["shape"][1])
-        load_checkpoint_into(model, out)      # read_state_dict inside: size check + weights_only
+        check_fits(out, arch, len(meta["classes"]), meta["shape"][0], meta["shape"][1])
     except Exception:
         out.unlink(missing_ok=True)
         raise

@@ -212,8 +212,8 @@ def test_uploaded_teacher_is_checked_loaded_weights_only_and_saved_under_a_safe_
     at.get("file_uploader")[0].upload("../../my teacher;rm -rf.pt", good.getvalue()).run()
     assert_clean(at)
     path = Path(at.session_state["train.teacher_ckpt"])
-    assert path.parent == Store().home / "uploads" and path.is_file()
-    assert re.fullmatch(r"[0-9a-f]{12}-my-teacher-rm--rf\.pt", path.name)   # sanitised; stays in the store home
+    assert path.parent == Store().home / "uploads" / "checkpoint" and path.is_file()
+    assert re.fullmatch(r"my-teacher-rm--rf-[0-9a-f]{8}\.pt", path.name)   # sanitised; stays in the store home
     at.button(key="train.launch").click().run()
     assert submitted[0]["teacher_ckpt"] == str(path) and submitted[0]["teacher"] == "cnn_large"
 
@@ -231,7 +231,7 @@ def test_uploaded_teacher_is_checked_loaded_weights_only_and_saved_under_a_safe_
     torch.save(create_model("cnn_tiny", num_classes=10, in_channels=1, image_size=8).state_dict(), small)
     at.get("file_uploader")[0].set_value(("tiny.pt", small.getvalue(), "application/octet-stream")).run()
     assert any("does not fit" in e.value for e in at.error)
-    assert sorted(p.name for p in (Store().home / "uploads").iterdir()) == [path.name]   # refused files removed
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]   # refused files removed
     with pytest.raises(ValueError, match="not a .pt"):
         S.save_upload(Store(), "model.py", b"import os", "cnn_large", "digits")
 
