@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from functools import lru_cache
