@@ -1,12 +1,24 @@
 """Timing of the analysis hot paths on CPU (a script, not a test).
 
-    .venv/bin/python benchmarks/bench_analysis.py            # synthetic features + zoo models
-    .venv/bin/python benchmarks/bench_analysis.py --zoo-cka  # also CKA on real resnet56/resnet20 features
+    .venv/bin/python benchmarks/bench_analysis.py                      # --real (default): digits + shapes
+    .venv/bin/python benchmarks/bench_analysis.py --datasets shapes    # one dataset
+    .venv/bin/python benchmarks/bench_analysis.py --synthetic          # synthetic features + zoo models
+    .venv/bin/python benchmarks/bench_analysis.py --synthetic --zoo-cka # also CKA on resnet56/resnet20 features
 
 Targets (2 CPU threads):
-  full 4x4 stage x stage linear CKA matrix, 1,000 samples, teacher-like feature shapes   < 1 s
+  full 4x4 stage x stage linear CKA matrix, 1,000 samples                                < 1 s
   AT + Grad-CAM maps, 16 samples x 3 stages, teacher and student (stage_maps)           < 2 s
   relation matrices (cosine, RKD distance, RKD angles, gaps) for 256 samples, both models < 0.5 s
+
+--real: real images and real models. For each dataset (digits: 1x8x8, shapes: 3x32x32) the first
+1,000 images of train+test (explorer.data.load_dataset, normalised as in training) go through the
+zoo's resnet56 (teacher) and resnet20 (student), both with 4 kd_stages (relu, layer1, layer2,
+layer3); the timed parts are cka_matrix on those 4 x 4 stage features, stage_maps on 16 images x
+the last 3 stages of both models, and the relation matrices of 256 images' penultimate embeddings
+(64-d). The weights are seeded random ones, not trained: the cost depends on the shapes, not the
+values (the CKA values printed are therefore not meaningful). Collecting the features (the forward
+passes) is reported but is not part of the targets.
+--synthetic: random ReLU'd features with resnet56/resnet20-like stage shapes at 32x32.
 Each figure is the median of --repeats runs after one warm-up run.
 """
 from __future__ import annotations
@@ -78,14 +90,7 @@ def zoo_pair():
     return cnn(32), cnn(16), "stand-in CNNs"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--n", type=int, default=1000, help="samples for the CKA matrix")
-    ap.add_argument("--zoo-cka", action="store_true", help="also time CKA on real resnet56/resnet20 features")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def header(argv) -> None:
     cmd = "cd " + str(Path(__file__).resolve().parents[1]) + " && .venv/bin/python benchmarks/bench_analysis.py " \
         + " ".join(argv if argv is not None else sys.argv[1:])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -97,9 +102,87 @@ def main(argv=None) -> int:
     print(f"machine check: float32 GEMM 1000x8192x1000 at {2e3 * 1e3 * 8192 / wall / 1e9:.0f} GFLOPS wall, "
           f"{2e3 * 1e3 * 8192 / cpu / 1e9:.0f} GFLOPS per cpu/threads-second "
           f"(an idle 2-thread run of this box reaches ~170)\n")
-    del a
-    ok = True
 
+
+def relation_work(et, es, y):
+    """What the Relation matrices page computes for one selection of samples, both models."""
+    def relations():
+        out = {}
+        for nm, e in (("t", et), ("s", es)):
+            out[nm] = (R.cosine_gram(e), R.rkd_distance_matrix(e), R.rkd_angle_stats(e, max_samples=64))
+        R.relation_gap(out["t"][0], out["s"][0])
+        R.relation_gap(out["t"][1], out["s"][1])
+        R.sort_by_class(out["t"][0], y)
+        R.sort_by_class(out["s"][0], y)
+    return relations
+
+
+def real_data(name: str, n: int):
+    """The first n images of `name`'s train + test splits, normalised as in training, and labels."""
+    from explorer.data import load_dataset
+    data = load_dataset(name, None, None, torch.device("cpu"))
+    x = torch.cat([data.train.x, data.test.x])[:n]
+    y = torch.cat([data.train.y, data.test.y])[:n]
+    if x.shape[0] < n:
+        print(f"   (only {x.shape[0]} images in {name}'s train + test)")
+    return data.normalize(x), y, data
+
+
+def real(args) -> bool:
+    from explorer.models import create_model
+    from explorer.models.outputs import TapSpecs
+    ok = True
+    for name in args.datasets:
+        x, y, data = real_data(name, args.n)
+        torch.manual_seed(0)
+
+        def make(arch):
+            return create_model(arch, num_classes=data.num_classes, in_channels=data.shape[0],
+                                image_size=data.shape[1]).eval()
+        teacher, student = make("resnet56"), make("resnet20")
+        ts, ss = TapSpecs.of(teacher), TapSpecs.of(student)
+        n = x.shape[0]
+        print(f"=== {name}: {n} images {tuple(x.shape[1:])} from train+test; resnet56 teacher "
+              f"({sum(p.numel() for p in teacher.parameters()) / 1e6:.2f} M params) -> resnet20 student "
+              f"({sum(p.numel() for p in student.parameters()) / 1e6:.2f} M); seeded random weights")
+        t0 = time.perf_counter()
+        ft = C.features_for(teacher, x, list(ts.stages) + [ts.embedding], batch_size=250)
+        fs = C.features_for(student, x, list(ss.stages) + [ss.embedding], batch_size=250)
+        et, es = ft.pop(ts.embedding).flatten(1), fs.pop(ss.embedding).flatten(1)
+        print(f"   features collected in {time.perf_counter() - t0:.2f} s (forward passes; not part of a target)")
+        print(f"   teacher stages {[(k, tuple(v.shape[1:])) for k, v in ft.items()]}")
+        print(f"   student stages {[(k, tuple(v.shape[1:])) for k, v in fs.items()]}")
+
+        print(f"1. linear CKA, {len(ft)} teacher x {len(fs)} student stages, n={n}")
+        ok &= report("cka_matrix(kind='linear') [float32 Gram products, default]",
+                     timed(lambda: C.cka_matrix(ft, fs), args.repeats), 1.0)
+        gt = C.stage_grams(ft)
+        report("cka_matrix(cached teacher StageGrams, student features)",
+               timed(lambda: C.cka_matrix(gt, fs), args.repeats), 1.0)
+        print(f"   (CKA of the deepest pair {C.cka_matrix(ft, fs).iloc[-1, -1]:.3f}: random weights, a sanity "
+              "check only)")
+        del ft, fs, gt
+
+        x16 = x[:16]
+        t_specs, s_specs = list(ts.stages)[-3:], list(ss.stages)[-3:]
+        print(f"2. attention maps, 16 images; teacher stages {t_specs}, student stages {s_specs}")
+
+        def maps():                                 # one forward + one backward per model, all stages
+            A.stage_maps(teacher, x16, t_specs)
+            A.stage_maps(student, x16, s_specs)
+        ok &= report("stage_maps: AT + Grad-CAM, 3 stages, teacher and student", timed(maps, args.repeats), 2.0)
+
+        k = min(256, n)
+        print(f"3. relation matrices, {k} images' penultimate embeddings (teacher {tuple(et.shape[1:])}, "
+              f"student {tuple(es.shape[1:])})")
+        ok &= report("cosine + RKD distance + RKD angles (64 rows) + gaps + sort",
+                     timed(relation_work(et[:k], es[:k], y[:k]), args.repeats), 0.5)
+        print()
+    return ok
+
+
+def synthetic(args) -> bool:
+    ok = True
     # --- 1. CKA matrix ----------------------------------------------------------------------
     print(f"1. linear CKA, {len(TEACHER_SHAPES)} teacher x {len(STUDENT_SHAPES)} student stages, n={args.n}")
     print(f"   teacher {TEACHER_SHAPES}\n   student {STUDENT_SHAPES}")
@@ -156,18 +239,31 @@ def main(argv=None) -> int:
     y = torch.arange(256) % 10
     print("\n3. relation matrices, 256 samples, 64-d embeddings (teacher and student)")
 
-    def relations():
-        out = {}
-        for nm, e in (("t", et), ("s", es)):
-            out[nm] = (R.cosine_gram(e), R.rkd_distance_matrix(e), R.rkd_angle_stats(e, max_samples=64))
-        R.relation_gap(out["t"][0], out["s"][0])
-        R.relation_gap(out["t"][1], out["s"][1])
-        R.sort_by_class(out["t"][0], y)
-        R.sort_by_class(out["s"][0], y)
+    relations = relation_work(et, es, y)
     ok &= report("cosine + RKD distance + RKD angles (64 rows) + gaps + sort", timed(relations, args.repeats), 0.5)
+    return ok
 
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--real", dest="mode", action="store_const", const="real", default="real",
+                      help="real images and real zoo models (default)")
+    mode.add_argument("--synthetic", dest="mode", action="store_const", const="synthetic",
+                      help="synthetic features of teacher-like shapes")
+    ap.add_argument("--datasets", type=lambda v: [d for d in v.split(",") if d], default=["digits", "shapes"],
+                    help="--real: comma-separated datasets (default digits,shapes)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, default=1000, help="samples for the CKA matrix")
+    ap.add_argument("--zoo-cka", action="store_true", help="--synthetic: also time CKA on resnet56/resnet20 "
+                                                           "features of random 32x32 inputs")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    header(argv)
+    ok = real(args) if args.mode == "real" else synthetic(args)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nload average {load:.1f} at the end")
+    print(f"load average {load:.1f} at the end")
     print("all targets met (wall time)" if ok else "SOME TARGETS MISSED (wall time)")
     return 0 if ok else 1
 

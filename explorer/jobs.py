@@ -178,6 +178,11 @@ def worker(device: str, lock_fd: int | None = None, idle_exit_s: float = IDLE_EX
             _log(f"another worker serves {device} (pid {_read_pid(_lock_path(store.home, device))}); exiting")
             return 0
     _write_pid(lock_fd, os.getpid())
+    if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # leave one core to the app and the browser: on 2 cores, a 2-thread worker that shares a core
+        # with them runs 3-5x slower than a 1-thread one (OpenMP threads wait on a descheduled partner)
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill` ends the run as interrupted, not half-written
     _log(f"worker {os.getpid()} serves {device} (home {store.home})")
     idle_since = time.monotonic()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 # A dense cache is one float32 row per (training sample, augmented view); above this it is refused
-# (CIFAR-100 with pad-crop x flip views would need 3.2 GB).
+# (CIFAR-100: 45,000 training images x 162 pad-crop x flip views x 100 classes = 2.7 GiB).
 CACHE_MAX_BYTES = 1 << 30
 
 

@@ -192,3 +192,11 @@ def test_notebook_use():
     df = S().metrics_df(result["run_id"])
     wide = df.pivot_table(index="epoch", columns="name", values="value")
     assert "val/acc" in wide and len(wide) == 1
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_every_zoo_model_trains_one_epoch(arch):
+    # role "teacher": one model trained alone, the path every teacher and baseline takes
+    r = run(RunConfig(dataset="digits", role="teacher", student=arch, n_train=20, epochs=1, batch_size=10,
+                      probe_size=0, methods=[]))
+    assert r["status"] == "completed" and 0 <= r["test_acc"] <= 1
