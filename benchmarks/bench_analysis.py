@@ -159,6 +159,8 @@ def real(args) -> bool:
         gt = C.stage_grams(ft)
         report("cka_matrix(cached teacher StageGrams, student features)",
                timed(lambda: C.cka_matrix(gt, fs), args.repeats), 1.0)
+        report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
+               timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), args.repeats), 1.0)
         print(f"   (CKA of the deepest pair {C.cka_matrix(ft, fs).iloc[-1, -1]:.3f}: random weights, a sanity "
               "check only)")
         del ft, fs, gt
