@@ -71,7 +71,7 @@ class RunConfig:
     channels_last: bool = True             # NHWC activations for the student and teacher: faster convolutions
     teacher_dtype: str = "float32"         # "bfloat16": the frozen teacher computes in bf16 (logit-only methods);
                                            # "auto": bf16 where the hardware has it and the methods allow it
-    compile: bool = False                  # torch.compile student and teacher: pays back on long runs only
+    compile: bool = False                  # torch.compile student and teacher: no gain measured on CPU
     teacher_cache: bool = False            # reuse the teacher's logits per (sample, augmented view)
     # Not a field (no annotation): never read from a dict or file, never saved. See from_dict.
     allow_custom_code = False
