@@ -147,6 +147,7 @@ def measure_pair(teacher_name: str, student_name: str, opts: dict, batch_size: i
         "cpu_ms_per_image": round(1000 * cpu_s / images, 3),
         "teacher_ms": round(teacher_ms, 2), "student_ms": round(student_ms, 2),
         "optimizer_ms": round(split.get("optimizer", 0.0), 2), "data_ms": round(split.get("data", 0.0), 2),
+        "teacher_flops": t_flops, "student_flops": s_flops,
         "flops_per_image": t_flops + 3 * s_flops, "achieved_gflops": round(images_per_s * (t_flops + 3 * s_flops) / 1e9, 2),
         "warmup_s": round(warm_s, 2), "teacher_cache_hit_rate": round(cache.hit_rate, 4) if cache else None,
         **opts, "teacher_dtype": cfg.teacher_dtype,   # as resolved ("auto" -> what ran)
@@ -195,9 +196,15 @@ def main(argv: list[str]) -> int:
         rows = []
         for t, s in pairs:
             r = measure_pair(t, s, opts, a.batch_size, a.steps, a.warmup, device, data)
+            # the peak this step could reach: each model's FLOPs at the GEMM peak of the precision it runs in
+            # (a bf16 teacher on the bf16 units, the student in float32), so the fraction stays <= 1
+            t_peak = peak_bf16 if r["teacher_dtype"] == "bfloat16" and peak_bf16 else peak
+            step_peak = r["flops_per_image"] / (r["teacher_flops"] / t_peak + 3 * r["student_flops"] / peak)
             r |= {"device": str(device), "threads": torch.get_num_threads(), "peak_gflops": round(peak / 1e9, 1),
-                  "peak_fraction": round(r["achieved_gflops"] * 1e9 / peak, 4),
-                  "peak_gflops_bf16": round(peak_bf16 / 1e9, 1) if peak_bf16 else None}
+                  "peak_gflops_bf16": round(peak_bf16 / 1e9, 1) if peak_bf16 else None,
+                  "step_peak_gflops": round(step_peak / 1e9, 1),
+                  "peak_fraction": round(r["achieved_gflops"] * 1e9 / step_peak, 4),
+                  "fp32_peak_fraction": round(r["achieved_gflops"] * 1e9 / peak, 4)}
             rows.append(r)
             if a.json:
                 print(json.dumps(r), flush=True)
@@ -213,7 +220,9 @@ def main(argv: list[str]) -> int:
              for k in ("channels_last", "compile", "teacher_cache", "augment", "amp")]
     print(f"\nGEMM peak: float32 2048x2048 on {torch.get_num_threads()} threads = {peak / 1e9:.1f} GFLOP/s "
           f"(best {a.peak_seconds:g} s window)" +
-          (f"; bfloat16: {peak_bf16 / 1e9:.1f} GFLOP/s (the bf16 teacher's units)" if peak_bf16 else "") + f".\nreproduce: kd-explorer bench throughput {' '.join(flags)}", file=out)
+          (f"; bfloat16: {peak_bf16 / 1e9:.1f} GFLOP/s (the bf16 teacher's units)" if peak_bf16 else "") +
+          ".\n'of peak': achieved / the step's peak (teacher FLOPs at its precision's GEMM peak, student FLOPs at "
+          f"float32's).\nreproduce: kd-explorer bench throughput {' '.join(flags)}", file=out)
     return 0
 
 
