@@ -198,6 +198,7 @@ class Trainer:
             build = custom_model_factory(arch) if arch.startswith(CUSTOM_PREFIX) else partial(create_model, arch)
             return build(num_classes=data.num_classes, in_channels=c, image_size=h).to(device)
 
+        self._make_model = make_model
         scheme_cls = get_scheme(cfg.scheme)
         teacher = None
         teacher_acc = None
@@ -362,7 +363,11 @@ class Trainer:
         reference, ref_stages = teacher, cfg.teacher_stages
         if reference is None:   # a teacher-less scheme may name what to compare with (a DML peer) ...
             reference, ref_stages = scheme.probe_reference(), None
-        if reference is None:   # ... or have nothing (self-KD): a probe needs both sides, so none is saved
+        if reference is None:   # ... or (self-KD) the dataset's teacher where one already exists, as a yardstick
+            if not hasattr(self, "_reference"):
+                self._reference = self._resolve_teacher(self._make_model, cfg.teacher, reference_only=True)
+            reference, ref_stages = self._reference, cfg.teacher_stages
+        if reference is None:   # nothing to compare with: a probe needs both sides, so none is saved
             return
         captured = {}
         for role, model, stages in (("student", next(iter(scheme.eval_models().values())), cfg.student_stages),
@@ -375,8 +380,9 @@ class Trainer:
         save_probe(path, epoch, x.cpu(), y.cpu(), torch.arange(n), captured.get("student"), captured.get("teacher"))
         self.store.add_artifact(self.run_id, f"probe_epoch{epoch:03d}", path, "probe")
 
-    def _resolve_teacher(self, make_model, arch: str) -> nn.Module:
-        """A frozen teacher: from --teacher-ckpt, a bundled file, a finished teacher run, or trained now."""
+    def _resolve_teacher(self, make_model, arch: str, reference_only: bool = False) -> nn.Module | None:
+        """A frozen teacher: from --teacher-ckpt, a bundled file, a finished teacher run, or trained now.
+        reference_only: one that already exists, else None (never trained; not recorded as the run's teacher)."""
         cfg = self.config
         model = make_model(arch)
         # Under torchrun only rank 0 loads weights; Dist.wrap broadcasts them (the teacher is in the scheme).
@@ -400,6 +406,8 @@ class Trainer:
                 load_state(model, bundled, "student")
                 model.kd_source = f"bundled:{bundled.name}"
                 self._emit("log", message=f"teacher {arch}: the bundled data/teachers/{bundled.name} (no training)")
+            elif reference_only:
+                return None
             else:
                 self._emit("log", message=f"training teacher {arch} on {cfg.dataset} ({tcfg.epochs} epochs) -- "
                                           "once; later runs reuse it")
@@ -412,7 +420,8 @@ class Trainer:
                 if self.main:
                     load_state(model, self.store.artifacts(result["run_id"])["model"], "student")
                 model.kd_source = result["run_id"]
-            self.store.update_run(self.run_id, teacher_run=model.kd_source)
+            if not reference_only:
+                self.store.update_run(self.run_id, teacher_run=model.kd_source)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)

@@ -44,10 +44,8 @@ def free_port() -> int:
 def server(tmp_path):
     """The app as a user starts it; yields (url, seconds until the health check answered)."""
     port = free_port()
-    # one torch thread per worker unless the caller says otherwise: the app and the browser share the cores
-    # (on a loaded 2-core machine two threads made the default preset 5x slower)
+    # threads as a user gets them: the worker leaves one core to the app and the browser (explorer/jobs.py)
     env = dict(os.environ, KD_EXPLORER_HOME=str(tmp_path / "home"), KD_EXPLORER_WORKER_IDLE_S="2")
-    env.setdefault("OMP_NUM_THREADS", "1")
     log = open(tmp_path / "streamlit.log", "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.address", "127.0.0.1",

@@ -334,8 +334,13 @@ def test_every_scheme_runs_end_to_end_and_stores_every_models_accuracy(key, stor
     assert "model" in arts
     if get_scheme(key).needs_teacher:
         assert run["summary"]["teacher_acc"] is not None
-    # probes need a second model to compare with: a teacher, a peer or TF-KD's self-teacher; else none
-    probed = get_scheme(key).needs_teacher or key in ("dml", "kdcl", "tfkd")
+    # probes need a second model to compare with: a teacher, a peer or TF-KD's self-teacher; else the
+    # dataset's teacher as a yardstick where one already exists (never trained for it); else none
+    from explorer.train import bundled_teacher, fill_defaults, recipe_hash, teacher_config
+    cfg = RunConfig.from_dict(run["config"])
+    rhash = recipe_hash(fill_defaults(teacher_config(cfg)))
+    reference = store.find_completed(rhash) is not None or bundled_teacher(rhash) is not None
+    probed = get_scheme(key).needs_teacher or key in ("dml", "kdcl", "tfkd") or reference
     assert ("probe_epoch001" in arts) == probed
     if probed:
         assert load_probe(arts["probe_epoch001"])["student"]["logits"].shape == (8, 10)
