@@ -56,6 +56,12 @@ def _add_run_args(p: argparse.ArgumentParser):
     p.add_argument("--device")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--name")
+    speed = p.add_argument_group("speed options (docs/performance.md)")
+    speed.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    speed.add_argument("--teacher-dtype", dest="teacher_dtype", help="float32 | bfloat16 | auto (logit-only methods)")
+    speed.add_argument("--teacher-cache", dest="teacher_cache", action=argparse.BooleanOptionalAction, default=None,
+                       help="reuse the frozen teacher's logits per (sample, augmented view)")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     _add_custom_code_flag(p)
 
@@ -72,7 +78,7 @@ def config_from_args(args) -> "RunConfig":
     for field in ("dataset", "data_root", "teacher", "teacher_ckpt", "student", "teacher_stages", "student_stages",
                   "ce_weight", "scheme", "epochs",
                   "teacher_epochs", "n_train", "batch_size", "lr", "optimizer", "schedule", "seed", "device",
-                  "augment", "name"):
+                  "augment", "name", "channels_last", "teacher_dtype", "teacher_cache", "compile"):
         value = getattr(args, field, None)
         if value is not None:
             data[field] = value

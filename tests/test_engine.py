@@ -200,3 +200,12 @@ def test_every_zoo_model_trains_one_epoch(arch):
     r = run(RunConfig(dataset="digits", role="teacher", student=arch, n_train=20, epochs=1, batch_size=10,
                       probe_size=0, methods=[]))
     assert r["status"] == "completed" and 0 <= r["test_acc"] <= 1
+
+
+def test_cli_speed_flags_reach_the_config(capsys):
+    args = cli.build_parser().parse_args(["run", "--method", "kd", "--no-channels-last", "--teacher-dtype", "bfloat16",
+                                          "--teacher-cache", "--compile"])
+    cfg = cli.config_from_args(args)
+    assert (cfg.channels_last, cfg.teacher_dtype, cfg.teacher_cache, cfg.compile) == (False, "bfloat16", True, True)
+    assert cli.main(["run", "--method", "at", "--teacher-cache"]) == 2
+    assert "teacher_cache" in capsys.readouterr().err
