@@ -105,6 +105,15 @@ def pick_probes(runs: list[dict], page: str) -> list[dict]:
     return probes
 
 
+def pick_analysis(store: Store, page: str, k: int = 4, allow_all: bool = False):
+    """What every analysis page starts with: the run(s), their probes at the chosen epoch, the dataset's
+    metadata and the probe rows to show. Returns (runs, probes, meta, positions)."""
+    runs = pick_runs(store, page)
+    probes = pick_probes(runs, page)
+    meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
+    return runs, probes, meta, pick_samples(probes[0], meta["classes"], page, k=k, allow_all=allow_all)
+
+
 def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_all: bool = False):
     """Rows of the probe to show: by index, by class, where teacher and student disagree most (or all)."""
     modes = (["all"] if allow_all else []) + ["disagree", "class", "index"]

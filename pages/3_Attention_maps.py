@@ -14,10 +14,8 @@ st.title("Attention maps")
 st.caption("Activation attention (Zagoruyko & Komodakis): the mean of |feature|² over channels, per stage, "
            "each map scaled to a maximum of 1. Red in the difference column: the student looks there more.")
 
-runs = W.pick_runs(store, "att")
-probes = W.pick_probes(runs, "att")
-meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
-pos = W.pick_samples(probes[0], meta["classes"], "att", k=2)[:4]
+runs, probes, meta, pos = W.pick_analysis(store, "att", k=2)
+pos = pos[:4]
 kind = st.radio("Map", ["attention", "gradcam", "saliency"], horizontal=True, key="att.kind",
                 format_func={"attention": "activation attention (any epoch)", "gradcam": "Grad-CAM (final model)",
                              "saliency": "saliency (final model)"}.get)

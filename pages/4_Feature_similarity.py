@@ -13,10 +13,7 @@ st.caption("Centered kernel alignment (Kornblith et al. 2019) compares two repre
            "1 = the same up to rotation and scale, 0 = unrelated. It works across different widths, so a small "
            "student's stages can be compared with a large teacher's.")
 
-runs = W.pick_runs(store, "cka")
-probes = W.pick_probes(runs, "cka")
-meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
-pos = W.pick_samples(probes[0], meta["classes"], "cka", k=16, allow_all=True)
+runs, probes, meta, pos = W.pick_analysis(store, "cka", k=16, allow_all=True)
 kind = st.radio("Kernel", ["linear", "rbf"], horizontal=True, key="cka.kind")
 if len(pos) < 4:
     st.warning("CKA needs at least 4 samples; pick more.")

@@ -13,10 +13,7 @@ st.title("Relation matrices")
 st.caption("Each cell is how similar two samples look to a model (its penultimate embedding). Relational KD "
            "(RKD, SP, CC) makes the student's matrix resemble the teacher's, even where their features differ.")
 
-runs = W.pick_runs(store, "rel")
-probes = W.pick_probes(runs, "rel")
-meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
-pos = W.pick_samples(probes[0], meta["classes"], "rel", k=16, allow_all=True)
+runs, probes, meta, pos = W.pick_analysis(store, "rel", k=16, allow_all=True)
 c1, c2 = st.columns(2)
 kind = c1.radio("Relation", ["cosine", "distance"], horizontal=True, key="rel.kind",
                 format_func={"cosine": "cosine similarity", "distance": "RKD distance"}.get)

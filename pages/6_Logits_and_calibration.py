@@ -13,10 +13,7 @@ st.title("Logits & calibration")
 st.caption("What the two models output on the same test images. Softening with a temperature shows the "
            "dark knowledge; the reliability diagram shows whether confidence matches accuracy.")
 
-runs = W.pick_runs(store, "log")
-probes = W.pick_probes(runs, "log")
-meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
-pos = W.pick_samples(probes[0], meta["classes"], "log", k=4)
+runs, probes, meta, pos = W.pick_analysis(store, "log", k=4)
 c1, c2 = st.columns(2)
 T = c1.slider("Temperature T", 1.0, 20.0, 4.0, 0.5, key="log.T")
 which = c2.selectbox("Sample for the softened outputs", list(pos), key="log.sample",

@@ -13,10 +13,7 @@ st.caption("Each point is a test image. Tight, separated class clusters mean a f
            "classifier can use; distillation can pull the student's clusters toward the teacher's layout. "
            "The student's projection is rotated onto the teacher's so the panels line up.")
 
-runs = W.pick_runs(store, "emb")
-probes = W.pick_probes(runs, "emb")
-meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
-pos = W.pick_samples(probes[0], meta["classes"], "emb", k=16, allow_all=True)
+runs, probes, meta, pos = W.pick_analysis(store, "emb", k=16, allow_all=True)
 method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="emb.method",
                   format_func={"pca": "PCA", "tsne": "t-SNE"}.get)
 if len(pos) < 3:
