@@ -19,14 +19,10 @@ if len(pos) < 4:
     st.warning("CKA needs at least 4 samples; pick more.")
     st.stop()
 
-for col, run, probe in zip(st.columns(len(runs)), runs, probes):
-    with col:
-        ref = S.reference_name(run)
-        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
-        df = cka_matrix(sub["teacher"], sub["student"], kind=kind)
-        W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
-                key=f"cka.m.{run['id']}")
-        curve = cka_over_epochs(run["run_dir"], kind=kind, errors="nan")
-        W.chart(cka_over_epochs_figure(curve, title="Matched stages over training (all probe samples)"),
-                key=f"cka.e.{run['id']}")
+for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
+    df = cka_matrix(sub["teacher"], sub["student"], kind=kind)
+    W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
+            key=f"cka.m.{run['id']}")
+    curve = cka_over_epochs(run["run_dir"], kind=kind, errors="nan")
+    W.chart(cka_over_epochs_figure(curve, title="Matched stages over training (all probe samples)"),
+            key=f"cka.e.{run['id']}")

@@ -20,19 +20,15 @@ kind = c1.radio("Relation", ["cosine", "distance"], horizontal=True, key="rel.ki
 T = c2.slider("Temperature for dark knowledge", 1.0, 20.0, 4.0, 0.5, key="rel.T")
 relate = cosine_gram if kind == "cosine" else rkd_distance_matrix
 
-for col, run, probe in zip(st.columns(len(runs)), runs, probes):
-    with col:
-        ref = S.reference_name(run)
-        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
-        mt, ms = relate(sub["teacher"]["embedding"]), relate(sub["student"]["embedding"])
-        W.chart(relation_matrices(mt, ms, sub["y"], meta["classes"], kind=kind, gap=relation_gap(mt, ms)),
-                key=f"rel.m.{run['id']}")
-        if len(sub["y"]) >= 3:
-            W.chart(rkd_angle_histogram(rkd_angle_stats(sub["teacher"]["embedding"]),
-                                        rkd_angle_stats(sub["student"]["embedding"]), names=(ref, "student")),
-                    key=f"rel.a.{run['id']}")
-        W.chart(dark_knowledge_heatmap(dark_knowledge(probe["teacher"]["logits"], probe["y"], T, len(meta["classes"])),
-                                       meta["classes"], T, hide_diagonal=True,
-                                       title=f"Dark knowledge: the {ref}'s soft targets per class (T = {T:g}, "
-                                             "all probe samples)"), key=f"rel.d.{run['id']}")
+for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
+    mt, ms = relate(sub["teacher"]["embedding"]), relate(sub["student"]["embedding"])
+    W.chart(relation_matrices(mt, ms, sub["y"], meta["classes"], kind=kind, gap=relation_gap(mt, ms)),
+            key=f"rel.m.{run['id']}")
+    if len(sub["y"]) >= 3:
+        W.chart(rkd_angle_histogram(rkd_angle_stats(sub["teacher"]["embedding"]),
+                                    rkd_angle_stats(sub["student"]["embedding"]), names=(ref, "student")),
+                key=f"rel.a.{run['id']}")
+    W.chart(dark_knowledge_heatmap(dark_knowledge(probe["teacher"]["logits"], probe["y"], T, len(meta["classes"])),
+                                   meta["classes"], T, hide_diagonal=True,
+                                   title=f"Dark knowledge: the {ref}'s soft targets per class (T = {T:g}, "
+                                         "all probe samples)"), key=f"rel.d.{run['id']}")

@@ -20,12 +20,8 @@ if len(pos) < 3:
     st.warning("A projection needs at least 3 samples; pick more.")
     st.stop()
 
-for col, run, probe in zip(st.columns(len(runs)), runs, probes):
-    with col:
-        ref = S.reference_name(run)
-        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
-        df = project(sub["teacher"]["embedding"], sub["student"]["embedding"], sub["y"], method=method,
-                     index=sub["index"], names=(ref, "student"))
-        W.chart(embedding_scatter(df, meta["classes"], method={"pca": "PCA", "tsne": "t-SNE"}[method]),
-                key=f"emb.{run['id']}")
+for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
+    df = project(sub["teacher"]["embedding"], sub["student"]["embedding"], sub["y"], method=method,
+                 index=sub["index"], names=(ref, "student"))
+    W.chart(embedding_scatter(df, meta["classes"], method={"pca": "PCA", "tsne": "t-SNE"}[method]),
+            key=f"emb.{run['id']}")
