@@ -318,12 +318,16 @@ E2E = {   # scheme -> (extra config, scheme params, eval model names)
 
 
 @pytest.mark.parametrize("key", ALL)
-def test_every_scheme_runs_end_to_end_and_stores_every_models_accuracy(key, store, tmp_path):
+def test_every_scheme_runs_end_to_end_and_stores_every_models_accuracy(key, store, tmp_path, monkeypatch, capsys):
     extra, params, names = E2E[key]
     if key == "crossmodal":   # an RGB teacher from a file: training one on all of shapes is not under test here
         torch.save(create_model("cnn_tiny", 10, 3, 32).state_dict(), tmp_path / "rgb_teacher.pt")
         extra = extra | {"teacher_ckpt": str(tmp_path / "rgb_teacher.pt")}
-    r = Trainer(RunConfig(**(TINY | extra), scheme=key, scheme_params=params), store).run()
+    # from the CLI, as a user runs it: `kd-explorer run --config run.yaml --json`
+    RunConfig(**(TINY | extra), scheme=key, scheme_params=params).save(tmp_path / "run.yaml")
+    monkeypatch.setenv("KD_EXPLORER_HOME", str(store.home))
+    assert cli.main(["run", "--config", str(tmp_path / "run.yaml"), "--json"]) == 0, capsys.readouterr().err
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run = store.get_run(r["run_id"])
     assert run["status"] == "completed" and run["scheme"] == key
     accs = {k[9:]: v for k, v in run["summary"].items() if k.startswith("test_acc/")}
