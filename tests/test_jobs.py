@@ -123,6 +123,15 @@ def test_bundled_digits_teacher_matches_the_current_recipe():
     assert info["test_acc"] > 0.9 and path.stat().st_size < 5 * 2**20
 
 
+@pytest.mark.parametrize("info_path", sorted((Path(__file__).resolve().parents[1] / "data" / "teachers").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_every_bundled_teacher_matches_its_datasets_current_recipe(info_path):
+    info = json.loads(info_path.read_text())
+    tcfg = fill_defaults(teacher_config(fill_defaults(RunConfig(dataset=info["dataset"]))))
+    assert recipe_hash(tcfg) == info_path.stem, f"stale {info_path.name}: re-run scripts/train_default_teachers.py"
+    assert info["arch"] == tcfg.student and info_path.with_suffix(".pt").stat().st_size < 5 * 2**20
+
+
 def test_digits_kd_run_with_an_empty_store_uses_the_bundled_teacher():
     store = Store()
     events = []
