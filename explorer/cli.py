@@ -266,6 +266,18 @@ def cmd_app(args) -> int:
     return launch(args.host, args.port)
 
 
+def cmd_download(args) -> int:
+    from .data.readers import download_cifar
+    try:
+        folder = download_cifar(args.folder, 10 if args.dataset == "cifar10" else 100)
+    except OSError as e:   # no network, a proxy, a full disk: say which, keep the traceback out
+        print(f"error: could not download {args.dataset}: {e}. Download and extract the python version "
+              f"by hand into {args.folder} and pass --data-root {args.folder}.", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.dataset} is in {folder}; use --dataset {args.dataset} --data-root {args.folder}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
     return bench.main(args.bench_args)
@@ -307,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--host", default="127.0.0.1")
     r.add_argument("--port", type=int, default=8501)
     r.set_defaults(func=cmd_app)
+    r = sub.add_parser("download", help="fetch the CIFAR python batches once (checksum-verified)")
+    r.add_argument("dataset", choices=["cifar10", "cifar100"])
+    r.add_argument("folder")
+    r.set_defaults(func=cmd_download)
     r = sub.add_parser("bench", help="benchmarks: methods | schemes | throughput (see `kd-explorer bench methods -h`)")
     r.add_argument("bench_args", nargs=argparse.REMAINDER)
     r.set_defaults(func=cmd_bench)

@@ -209,3 +209,13 @@ def test_cli_speed_flags_reach_the_config(capsys):
     assert (cfg.channels_last, cfg.teacher_dtype, cfg.teacher_cache, cfg.compile) == (False, "bfloat16", True, True)
     assert cli.main(["run", "--method", "at", "--teacher-cache"]) == 2
     assert "teacher_cache" in capsys.readouterr().err
+
+
+def test_cifar_download_failure_is_a_message_not_a_traceback(monkeypatch, capsys, tmp_path):
+    import urllib.request
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    assert cli.main(["download", "cifar10", str(tmp_path / "c")]) == 1
+    assert "could not download cifar10" in capsys.readouterr().err
