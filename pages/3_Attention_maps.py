@@ -7,7 +7,7 @@ from explorer import app_state as S
 from explorer import app_widgets as W
 from explorer.analysis import at_map, class_mean_maps, gradcam, map_gap, saliency, stage_attention
 from explorer.models.outputs import TapSpecs
-from explorer.plots import attention_grid, class_mean_maps_figure
+from explorer.plots import attention_grid, class_mean_maps_figure, distillation_comparison
 
 store = W.setup_page("Attention maps")
 st.title("Attention maps")
@@ -62,3 +62,25 @@ for col, run, probe in zip(st.columns(len(runs)), runs, probes):
             W.chart(class_mean_maps_figure(tmean, smean, meta["classes"],
                                            title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),
                     key=f"att.mean.{run['id']}")
+
+# Does distillation move the student's attention? The same sample for the teacher, the student trained alone
+# (this run's recipe without distillation, when that run exists) and the distilled student: Grad-CAM, final models.
+run = runs[0]
+if run["methods"] != "none" or run["scheme"] != "offline":
+    alone = S.find_same_run(store, S.comparison_config(run["config"]))
+    if alone is None:
+        st.info("Train the same recipe without distillation (a preset does it for you) to compare this student "
+                "with the student trained alone.")
+    else:
+        models, alone_student = models_of(run["id"]), models_of(alone["id"])["student"]
+        if models["teacher"] is not None and len(pos):
+            sub = S.subset(probes[0], pos[:1])
+            cams = [gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])
+                    for m in (models["teacher"], alone_student, models["student"])]
+            gaps = tuple(float(map_gap(cams[0], cam)[1][0]) for cam in cams[1:])
+            W.chart(distillation_comparison(sub["x"][0], cams[0][0], cams[1][0], cams[2][0], gaps=gaps,
+                                            mean=meta["mean"], std=meta["std"],
+                                            title=f"#{int(sub['index'][0])}: teacher, student alone "
+                                                  f"({alone['summary'].get('test_acc', 0):.3f}), distilled student "
+                                                  f"({run['summary'].get('test_acc', 0):.3f}) — Grad-CAM"),
+                    key=f"att.compare.{run['id']}")

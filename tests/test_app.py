@@ -376,3 +376,5 @@ def test_a_run_launched_from_train_completes_on_the_worker_and_fills_every_analy
     at.radio(key="att.kind").set_value("gradcam").run()                   # rebuilt models, captum
     assert_clean(at, "Grad-CAM")
     assert any(t.get("name") == "student − teacher" for t in traces(at))
+    compare = [f for f in figures(at) if "student alone" in f["layout"]["title"]["text"]]   # alone vs distilled
+    assert len(compare) == 1 and len([t for t in compare[0]["data"] if t["type"] == "heatmap"]) >= 3
