@@ -14,7 +14,9 @@ st.caption("Centered kernel alignment (Kornblith et al. 2019) compares two repre
            "student's stages can be compared with a large teacher's.")
 
 runs, probes, meta, pos = W.pick_analysis(store, "cka", k=16, allow_all=True)
-kind = st.radio("Kernel", ["linear", "rbf"], horizontal=True, key="cka.kind")
+c1, c2 = st.columns(2)
+kind = c1.radio("Kernel", ["linear", "rbf"], horizontal=True, key="cka.kind")
+within = c2.checkbox("Also within each model (teacher × teacher, student × student)", key="cka.within")
 if len(pos) < 4:
     st.warning("CKA needs at least 4 samples; pick more.")
     st.stop()
@@ -23,6 +25,10 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
     df = cka_matrix(sub["teacher"], sub["student"], kind=kind)
     W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
             key=f"cka.m.{run['id']}")
+    if within:
+        for side, name in (("teacher", ref), ("student", "student")):
+            W.chart(cka_heatmap(cka_matrix(sub[side], kind=kind), title=f"{kind.capitalize()} CKA: {name} × {name}",
+                                xlabel=f"{name} stage", ylabel=f"{name} stage"), key=f"cka.{side}.{run['id']}")
     curve = cka_over_epochs(run["run_dir"], kind=kind, errors="nan")
     W.chart(cka_over_epochs_figure(curve, title="Matched stages over training (all probe samples)"),
             key=f"cka.e.{run['id']}")

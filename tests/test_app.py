@@ -376,5 +376,10 @@ def test_a_run_launched_from_train_completes_on_the_worker_and_fills_every_analy
     at.radio(key="att.kind").set_value("gradcam").run()                   # rebuilt models, captum
     assert_clean(at, "Grad-CAM")
     assert any(t.get("name") == "student − teacher" for t in traces(at))
+    at.switch_page("pages/4_Feature_similarity.py").run()
+    at.checkbox(key="cka.within").check().run()                           # teacher x teacher, student x student
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert any("student × student" in t for t in titles) and any("teacher × teacher" in t for t in titles)
+    at.switch_page("pages/3_Attention_maps.py").run()
     compare = [f for f in figures(at) if "student alone" in f["layout"]["title"]["text"]]   # alone vs distilled
     assert len(compare) == 1 and len([t for t in compare[0]["data"] if t["type"] == "heatmap"]) >= 3
