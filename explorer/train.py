@@ -254,7 +254,7 @@ class Trainer:
             correct = torch.zeros((), device=device)
             seen = 0
             win_sums: dict[str, torch.Tensor] = {}
-            win_seen, win_steps, t_win = 0, 0, time.perf_counter()
+            win_seen, t_win = 0, time.perf_counter()
             batches = train_batches(data, cfg, gen, epoch, step, total_steps, drop_last=self.dist is not None)
             for batch in (batches if self.dist is None else self.dist.shard(batches)):   # this rank's share
                 self._check_cancel()
@@ -272,7 +272,6 @@ class Trainer:
                     correct += (logits.argmax(1) == batch.y).sum()
                 seen += len(y)
                 win_seen += len(y)
-                win_steps += 1
                 if time.perf_counter() - t_win > LOG_EVERY_S:
                     values = {k: v.item() / win_seen for k, v in win_sums.items()}   # the one sync per window
                     self._check_finite(values, epoch, step)
@@ -280,7 +279,7 @@ class Trainer:
                     values["images_per_s"] = win_seen / (time.perf_counter() - t_win)
                     self.store.log_metrics(self.run_id, "step", epoch, step, values)
                     self._emit("step", epoch, step, values | {"progress": step / total_steps})
-                    win_sums, win_seen, win_steps, t_win = {}, 0, 0, time.perf_counter()
+                    win_sums, win_seen, t_win = {}, 0, time.perf_counter()
             if self.dist is not None:   # the epoch's metrics over every rank's share
                 sums, correct, seen = self.dist.sum_epoch(sums, correct, seen)
             train_values = {f"train/{k}": v.item() / seen for k, v in sums.items()}
