@@ -63,8 +63,11 @@ class Store:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.home / "runs.sqlite"
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            # WAL is a property of the file, set once; switching needs a moment with no other connection,
+            # and sqlite answers "locked" at once (no busy wait) when several processes open a new store together
+            _retry_locked(lambda: db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+                          or db.execute("PRAGMA journal_mode=WAL"))
+            _retry_locked(lambda: db.executescript(_SCHEMA))
             have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
             for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0")):   # stores made before jobs
                 if col not in have:
@@ -225,6 +228,17 @@ class Store:
         if not frames:
             return pd.DataFrame(columns=["run_id", "scope", "epoch", "step", "name", "value", "time"])
         return pd.concat(frames, ignore_index=True)
+
+
+def _retry_locked(action, seconds: float = 60.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _decode(row: sqlite3.Row) -> dict:

@@ -96,6 +96,7 @@ def test_ensure_worker_is_idempotent_and_race_free():
     assert set(pids) == {holder}, (pids, holder)                  # four callers, one worker
     assert jobs.ensure_worker("cpu", store) == holder
     _wait_for(lambda: jobs._lock_holder(store.home, "cpu") is None, 60)   # idle worker exits ...
+    _wait_for(lambda: not _alive(holder), 60)
     assert jobs.ensure_worker("cpu", store) not in (None, holder)         # ... and a fresh one starts
 
 
@@ -142,6 +143,14 @@ def test_digits_kd_run_with_an_empty_store_uses_the_bundled_teacher():
     info = json.loads(bundled_teacher(result["teacher_run"][8:-3]).with_suffix(".json").read_text())
     assert result["teacher_acc"] == pytest.approx(info["test_acc"], abs=1e-9)
     assert store.get_run(result["run_id"])["teacher_run"] == result["teacher_run"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").is_file() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def _wait_for(predicate, timeout):
