@@ -177,3 +177,12 @@ def test_app_launcher_recovers_jobs_then_starts_streamlit_on_home(tmp_path, monk
     config = (app_launcher.REPO / ".streamlit" / "config.toml").read_text()
     for line in ('fileWatcherType = "none"', "gatherUsageStats = false", "runOnSave = false", "headless = true"):
         assert line in config
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_kd_run_uses_the_bundled_teacher():
+    store = Store()
+    result = Trainer(RunConfig(dataset="fashion-mnist", methods="kd", n_train=200, epochs=1, probe_size=16), store).run()
+    assert result["teacher_run"].startswith("bundled:") and result["teacher_acc"] > 0.9
+    assert [r["role"] for r in store.list_runs()] == ["distill"]   # no teacher trained
