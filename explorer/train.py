@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import load_checkpoint_into
 from .config import CUSTOM_PREFIX, RunConfig, custom_model_factory
 from .data import Dataset, get_dataset_spec, load_dataset
 from .distributed import FollowerStore, setup as setup_distributed
@@ -112,12 +113,6 @@ def recipe_hash(config: RunConfig) -> str:
             "momentum", "weight_decay", "schedule", "seed")
     blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def load_state(model: nn.Module, path: str | Path, key: str | None = None) -> nn.Module:
-    """Load a state_dict safely (weights_only) and explain a mismatch layer by layer."""
-    from .checkpoints import load_checkpoint_into
-    return load_checkpoint_into(model, path, key)
 
 
 class Trainer:
@@ -387,7 +382,7 @@ class Trainer:
         # Under torchrun only rank 0 loads weights; Dist.wrap broadcasts them (the teacher is in the scheme).
         if cfg.teacher_ckpt and arch == cfg.teacher:
             if self.main:
-                load_state(model, cfg.teacher_ckpt)
+                load_checkpoint_into(model, cfg.teacher_ckpt)
             model.kd_source = f"file:{cfg.teacher_ckpt}"
         else:
             tcfg = teacher_config(cfg, arch)
@@ -399,10 +394,10 @@ class Trainer:
             bundled = bundled_teacher(rhash)
             if found is not None:
                 if self.main:
-                    load_state(model, self.store.artifacts(found["id"])["model"], "student")
+                    load_checkpoint_into(model, self.store.artifacts(found["id"])["model"], "student")
                 model.kd_source = found["id"]
             elif bundled is not None:
-                load_state(model, bundled, "student")
+                load_checkpoint_into(model, bundled, "student")
                 model.kd_source = f"bundled:{bundled.name}"
                 self._emit("log", message=f"teacher {arch}: the bundled data/teachers/{bundled.name} (no training)")
             elif reference_only:
@@ -417,7 +412,7 @@ class Trainer:
                 sub._last_poll = 0.0
                 result = sub.run()   # every rank takes part; rank 0 records it
                 if self.main:
-                    load_state(model, self.store.artifacts(result["run_id"])["model"], "student")
+                    load_checkpoint_into(model, self.store.artifacts(result["run_id"])["model"], "student")
                 model.kd_source = result["run_id"]
             if not reference_only:
                 self.store.update_run(self.run_id, teacher_run=model.kd_source)

@@ -30,8 +30,6 @@ def compare(kind: str, keys: list[str], dataset: str, n_train: int | None, seeds
             else:
                 cfg["scheme"] = key
                 cfg["methods"] = ["kd"]   # offline-style schemes distill with KD; others ignore methods
-            if dataset == "shapes" and kind == "schemes":
-                cfg["epochs"] = epochs
             t0 = time.time()
             try:
                 r = Trainer(RunConfig.from_dict(cfg), store).run()
