@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import traceback
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -50,9 +52,15 @@ def _global_batches():
     return [Batch(x[i:i + 8], y[i:i + 8], torch.arange(i, i + 8)) for i in (0, 8)]
 
 
-def _rank(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _rank(rank, init_file, out):
+    torch.set_num_threads(1)   # two ranks on a 2-core machine
+    try:
+        # a file rendezvous (no port to race for) and a short timeout: a stuck peer fails the test, not CI
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                                timeout=timedelta(seconds=90))
+    except Exception:
+        out.put((rank, "error", traceback.format_exc()))
+        return
     try:
         d = distributed.Dist(rank, 2, rank, torch.device("cpu"), "gloo")
         scheme = TinyScheme()
@@ -70,23 +78,33 @@ def _rank(rank, port, out):
             opt.step()
         sums, correct, n = d.sum_epoch({"loss": torch.tensor(float(rank + 1))}, torch.tensor(rank * 2.0), 8)
         # plain lists: a tensor sent through a queue is shared by file descriptor, gone once this process exits
-        out.put((rank, seen, {k: v.tolist() for k, v in scheme.state_dict().items()},
+        out.put((rank, "ok", seen, {k: v.tolist() for k, v in scheme.state_dict().items()},
                  (sums["loss"].item(), correct.item(), n), d.any(rank == 1), d.from_main({"who": rank})))
+    except Exception:
+        out.put((rank, "error", traceback.format_exc()))
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_step_equals_a_single_process_step_on_the_global_batch():
+def test_ddp_step_equals_a_single_process_step_on_the_global_batch(tmp_path):
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict((r[0], r[1:]) for r in (out.get(timeout=240) for _ in procs))
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    # daemon ranks: whatever happens to them, they can never keep pytest from exiting
+    procs = [ctx.Process(target=_rank, args=(r, tmp_path / "rendezvous", out), daemon=True) for r in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        replies = [out.get(timeout=240) for _ in procs]
+        errors = [r[2] for r in replies if r[1] == "error"]
+        assert not errors, "\n".join(errors)
+        for p in procs:
+            p.join(timeout=60)
+        assert [p.exitcode for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    results = {r[0]: r[2:] for r in replies}
 
     (seen0, state0, red0, any0, main0), (seen1, state1, red1, any1, main1) = results[0], results[1]
     assert seen0 == [0, 1, 2, 3, 8, 9, 10, 11] and seen1 == [4, 5, 6, 7, 12, 13, 14, 15]   # disjoint, covering

@@ -28,7 +28,7 @@ def test_four_processes_write_at_once_without_losing_a_row(tmp_path):
     ctx = mp.get_context("spawn")
     barrier, errors = ctx.Barrier(PROCS), ctx.Queue()
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_writer, args=(str(tmp_path), barrier, errors, i)) for i in range(PROCS)]
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), barrier, errors, i), daemon=True) for i in range(PROCS)]
     for p in procs:
         p.start()
     for p in procs:
@@ -68,7 +68,7 @@ def test_two_submissions_at_once_both_run_to_completion(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_EXPLORER_HOME", home)
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_submit, args=(home, barrier, out, i)) for i in range(2)]
+    procs = [ctx.Process(target=_submit, args=(home, barrier, out, i), daemon=True) for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:
