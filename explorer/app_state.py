@@ -421,7 +421,7 @@ def sample_positions(probe: Mapping, mode: str, value: Any = None, k: int = 8) -
 def subset(probe: Mapping, pos) -> dict:
     """A probe restricted to rows `pos` (every per-sample tensor sliced the same way)."""
     import torch
-    idx = torch.as_tensor(np.asarray(pos, dtype=np.int64))
+    idx = torch.as_tensor(np.array(pos, dtype=np.int64))   # a copy: `pos` may be a read-only pandas view
 
     def side(s):
         return {"logits": s["logits"][idx], "stages": [f[idx] for f in s["stages"]],

@@ -205,3 +205,20 @@ def test_irg_edge_zero_when_identical_and_scale_free():
     f, g = torch.randn(6, 4, 2, 2), torch.randn(6, 9)
     assert KF.irg_edge_loss(f, f.clone()).item() == pytest.approx(0.0, abs=1e-10)
     assert KF.irg_edge_loss(2 * f, g).item() == pytest.approx(KF.irg_edge_loss(f, g).item(), rel=1e-4)
+
+
+def test_irg_transform_by_hand_pools_and_averages_channels():
+    # shallow: 2 channels at 2x2, deep: 1 channel at 1x1 -> shallow pooled to 1x1, its 2 channels averaged
+    shallow = torch.tensor([[[[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 4.0]]],    # means 2, 1 -> 1.5
+                            [[[2.0, 2.0], [2.0, 2.0]], [[4.0, 4.0], [4.0, 4.0]]]])   # means 2, 4 -> 3
+    deep = torch.tensor([[[[0.5]]], [[[5.0]]]])
+    d = torch.tensor([(1.5 - 0.5) ** 2, (3.0 - 5.0) ** 2])
+    torch.testing.assert_close(KF.irg_transform(shallow, deep), d / d.max())
+
+
+def test_irg_transform_loss_zero_when_identical_and_scale_free():
+    a, b = torch.randn(6, 8, 4, 4), torch.randn(6, 16, 2, 2)
+    c, e = torch.randn(6, 4, 4, 4), torch.randn(6, 12, 2, 2)   # 12 -> 4 channels: groups of 3
+    assert KF.irg_transform_loss(a, b, a.clone(), b.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    base = KF.irg_transform_loss(a, b, c, e).item()
+    assert base > 0 and KF.irg_transform_loss(3 * a, 3 * b, c, e).item() == pytest.approx(base, rel=1e-5)

@@ -15,7 +15,7 @@ S_STAGES = ((16, 8, 8), (16, 8, 8), (32, 4, 4), (64, 2, 2))       # stem, stage1
 T_STAGES = ((32, 8, 8), (32, 8, 8), (64, 4, 4), (128, 2, 2))
 FSP_T_STAGES = ((16, 16, 16), (16, 16, 16), (32, 8, 8), (64, 4, 4))   # same widths, twice the resolution
 ALL = "kd dkd dist ctkd fitnet at nst fsp vid ofd reviewkd simkd rkd sp cc pkt irg crd".split()
-ZERO_WHEN_IDENTICAL = "kd dkd dist at nst fsp fitnet sp rkd pkt".split()
+ZERO_WHEN_IDENTICAL = "kd dkd dist at nst fsp fitnet sp rkd pkt irg".split()
 
 
 def make_ctx(s=S_STAGES, t=T_STAGES, pairs=None, s_emb=None, t_emb=None):
@@ -143,6 +143,33 @@ def test_fitnet_uses_the_hint_stage_and_identity_connector_when_equal():
     assert m.pairs == [(2, 2)] and not m.regressors[0].identity
     same = get_method("fitnet")(make_ctx(S_STAGES, S_STAGES))
     assert same.regressors[0].identity and not list(same.parameters())
+
+
+def test_irg_transformation_between_the_two_deepest_stages():
+    m = get_method("irg")(make_ctx())
+    assert m.transform == [(2, 2), (3, 3)]
+    s, t = make_outputs(S_STAGES, 64, seed=1), make_outputs(T_STAGES, 128, False, 2)
+    terms = m(s, t, make_batch())
+    assert set(terms) == {"vertex", "edge", "transform"} and terms["transform"].item() > 0
+    t.stages[1] = t.stages[1] * 0   # a stage outside the transformation (and the edge pairs) changes nothing
+    assert m(s, t, make_batch())["transform"].item() == pytest.approx(terms["transform"].item())
+    one_stage = get_method("irg")(make_ctx(S_STAGES[:2], T_STAGES[:2]))
+    assert one_stage.transform is None and "transform" not in one_stage(
+        make_outputs(S_STAGES[:2], 16, seed=1), make_outputs(T_STAGES[:2], 32, False, 2), make_batch())
+
+
+def test_reviewkd_reviews_every_stage_and_the_pooled_feature():
+    torch.manual_seed(0)
+    m = get_method("reviewkd")(make_ctx())
+    assert len(m.abfs) == len(m.pairs) + 1 == 4                      # 3 stages after the stem + pooled
+    assert [abf.att is not None for abf in m.abfs] == [True, True, True, False]   # the deepest is not fused
+    assert m.abfs[-1].conv1[0].in_channels == 64 and m.abfs[-1].conv2[0].out_channels == 128
+    s, t = make_outputs(S_STAGES, 64, seed=1), make_outputs(T_STAGES, 128, False, 2)
+    base = m(s, t, make_batch(progress=1.0))["reviewkd"].item()
+    t.stages = [x * 0 for x in t.stages]      # the targets are the teacher's pre-ReLU maps, not these
+    assert m(s, t, make_batch(progress=1.0))["reviewkd"].item() == pytest.approx(base)
+    t.embedding = t.embedding * 0             # ...and its pooled feature
+    assert m(s, t, make_batch(progress=1.0))["reviewkd"].item() != pytest.approx(base)
 
 
 def test_ofd_margin_is_estimated_then_frozen():

@@ -223,6 +223,27 @@ def irg_edge_loss(student_feat, teacher_feat):
     return F.mse_loss(d_s / d_s[d_s > 0].mean(), d_t / d_t[d_t > 0].mean())
 
 
+def irg_transform(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+    """Liu et al. 2019 IRG-t: how far each instance moves from one layer to the next, ||f^l1_i - f^l2_i||^2,
+    divided by the batch maximum. The two maps are made comparable as the reference implementation
+    (Knowledge-Distillation-Zoo, irg.py) does: the larger spatial map is average-pooled to the smaller,
+    and the wider one's channels are averaged in groups down to the narrower width."""
+    h, w = min(shallow.shape[2], deep.shape[2]), min(shallow.shape[3], deep.shape[3])
+    a = F.adaptive_avg_pool2d(shallow, (h, w)) if shallow.shape[-2:] != (h, w) else shallow
+    b = F.adaptive_avg_pool2d(deep, (h, w)) if deep.shape[-2:] != (h, w) else deep
+    ca, cb = a.size(1), b.size(1)
+    if ca != cb:   # average adjacent channel groups (pairs when the widths double, as in the reference)
+        pool = lambda x, c: F.adaptive_avg_pool1d(x.flatten(2).transpose(1, 2), c).transpose(1, 2)  # noqa: E731
+        a, b = (pool(a, cb), b.flatten(2)) if ca > cb else (a.flatten(2), pool(b, ca))
+    d = (a.flatten(1) - b.flatten(1)).pow(2).sum(1).clamp_min(1e-12)
+    return d / d.max()
+
+
+def irg_transform_loss(s_shallow, s_deep, t_shallow, t_deep):
+    """MSE between the student's and the teacher's instance transformations (irg_transform)."""
+    return F.mse_loss(irg_transform(s_shallow, s_deep), irg_transform(t_shallow, t_deep))
+
+
 def crd_nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
     """Tian et al. 2020 NCE loss. scores (B, 1+K): column 0 the positive, the rest K negatives,
     already exp(s/tau)/Z. Noise distribution uniform, P_n = 1/N:

@@ -35,8 +35,9 @@ class _ABF(nn.Module):
 
 @register_method
 class ReviewKD(Method):
-    """Knowledge review: each teacher stage is predicted from the student's same stage *and* all
-    deeper ones (fused deep -> shallow by ABF), compared with a multi-scale (HCL) loss."""
+    """Knowledge review: each teacher level is predicted from the student's same level *and* all
+    deeper ones (fused deep -> shallow by ABF), compared with a multi-scale (HCL) loss. The levels are
+    the paired stages after the stem plus the pooled embedding as a 1x1 map, as in the reference."""
     key = "reviewkd"
     name = "ReviewKD"
     category = "feature"
@@ -45,30 +46,31 @@ class ReviewKD(Method):
     equation = (r"\mathcal{L}_{RKD} = \min(\tfrac{p}{p_w},1)\sum_i \mathrm{HCL}\big(\mathrm{ABF}_i(F^s_i, "
                 r"\mathrm{ABF}_{i+1}), F^t_i\big),\ \mathrm{HCL} = \frac{\sum_{l} w_l\,\mathrm{MSE}(P_l(\cdot),P_l(\cdot))}{\sum_l w_l}")
     hparams = (
-        HParam("mid_channels", 0, 0, 512, "ABF width; 0 = min(512, widest paired teacher stage)"),
+        HParam("mid_channels", 0, 0, 512, "ABF width; 0 = min(512, the student's embedding width), as the reference"),
         HParam("warmup", 20 / 240, 0.0, 0.5, "fraction of the run over which the loss ramps linearly from 0 to 1"),
     )
-    needs = frozenset({"stages"})
+    needs = frozenset({"stages", "preact", "embedding"})
     default_weight = 1.0
     default_ce_weight = 1.0
-    convention = "mdistiller ReviewKD: HCL levels 4,2,1 with halving weights; warm-up 20/240 epochs -> progress"
-    notes = ("Compact version: reviews the paired stages[1:] only; the reference also reviews the pooled "
-             "feature as a 1x1 map. Student stages are not pre-activation here (mdistiller default too).")
+    convention = ("mdistiller ReviewKD: student post-ReLU stages, teacher pre-ReLU stages, both plus the pooled "
+                  "feature as a 1x1 level; HCL levels 4,2,1 with halving weights; warm-up 20/240 epochs -> progress")
+    notes = "Reviews the paired stages after the stem and the pooled embedding (the deepest level, not fused)."
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
         self.pairs = ctx_pairs(ctx)
-        mid = self.hp["mid_channels"] or min(512, max(ctx.teacher_stages[j][0] for _, j in self.pairs))
-        n = len(self.pairs)
-        # abfs[k] serves pair k; every stage but the deepest fuses a residual from below it
-        self.abfs = nn.ModuleList(_ABF(ctx.student_stages[i][0], mid, ctx.teacher_stages[j][0], fuse=k < n - 1)
-                                  for k, (i, j) in enumerate(self.pairs))
+        mid = self.hp["mid_channels"] or min(512, ctx.student_embedding)
+        widths = [(ctx.student_stages[i][0], ctx.teacher_stages[j][0]) for i, j in self.pairs]
+        widths.append((ctx.student_embedding, ctx.teacher_embedding))
+        # abfs[k] serves level k (the last is the pooled one); every level but the deepest fuses the one below
+        self.abfs = nn.ModuleList(_ABF(c_s, mid, c_t, fuse=k < len(widths) - 1) for k, (c_s, c_t) in enumerate(widths))
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
-        outs, residual = [None] * len(self.pairs), None
-        for k in reversed(range(len(self.pairs))):
-            i, j = self.pairs[k]
-            outs[k], residual = self.abfs[k](s.stages[i], residual, t.stages[j].shape[-2:])
+        student = [s.stages[i] for i, _ in self.pairs] + [s.embedding[:, :, None, None]]
+        teacher = [t.preact[j].detach() for _, j in self.pairs] + [t.embedding.detach()[:, :, None, None]]
+        outs, residual = [None] * len(student), None
+        for k in reversed(range(len(student))):
+            outs[k], residual = self.abfs[k](student[k], residual, teacher[k].shape[-2:])
         w = self.hp["warmup"]
         ramp = min(batch.progress / w, 1.0) if w > 0 else 1.0
-        return {"reviewkd": ramp * hcl_loss(outs, [t.stages[j].detach() for _, j in self.pairs])}
+        return {"reviewkd": ramp * hcl_loss(outs, teacher)}
