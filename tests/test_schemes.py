@@ -147,6 +147,10 @@ def test_camkd_weights_prefer_the_teacher_that_is_right():
     wrong = torch.full((2, 10), -5.0).scatter_(1, (y + 1)[:, None], 5.0)
     w = camkd.teacher_weights(torch.stack([wrong, right]), y)
     assert torch.allclose(w.sum(0), torch.ones(2)) and torch.all(w[1] > 0.99)
+    # three teachers, by hand: CE 0, ln 2, ln 4 -> softmax(CE) = (1, 2, 4) / 7 -> weights (6, 5, 3) / 14
+    three = torch.log(torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]], [[1.0, 3.0]]]).clamp_min(1e-30))
+    torch.testing.assert_close(camkd.teacher_weights(three, torch.tensor([0])),
+                               torch.tensor([[6.0], [5.0], [3.0]]) / 14)
 
 
 def test_cskd_partners_share_the_class_but_are_other_samples():

@@ -94,24 +94,23 @@ class MTKDAvg(_MultiTeacher):
 
 @register_scheme
 class CAMKD(_MultiTeacher):
-    """Confidence-aware multi-teacher KD: per sample, teacher k's weight is softmax_k(-CE_k), so
-    the teachers that are right (low CE on the true label) count more; the loss is the weighted
-    sum of the per-teacher KL terms (as CA-MKD's code does), batch mean. The paper writes the
-    weight as (1 - softmax_k(CE_k)) / (K - 1); both rank teachers the same way. CA-MKD's
-    intermediate-feature term is not included."""
+    """Confidence-aware multi-teacher KD: per sample, teacher k's weight is (1 - softmax_k(CE_k)) / (K - 1)
+    (the paper's Eq. 2), so the teachers that are right (low CE on the true label) count more and the
+    weights sum to 1; the loss is the weighted sum of the per-teacher KL terms, batch mean (Eq. 3; the
+    authors' code further divides by K). CA-MKD's intermediate-feature term is not included."""
     key = "camkd"
     name = "Confidence-Aware Multi-teacher KD"
     category = "algorithm"
     paper = Paper("Hailin Zhang, Defang Chen, Can Wang",
                   "Confidence-Aware Multi-Teacher Knowledge Distillation", 2022, "ICASSP", "2201.00007")
-    equation = (r"w_{k}(x) = \mathrm{softmax}_k\big(-\mathrm{CE}(z_{t_k}(x), y)\big),\quad \mathcal{L} = "
+    equation = (r"w_{k}(x) = \frac{1 - \mathrm{softmax}_k\big(\mathrm{CE}(z_{t_k}(x), y)\big)}{K-1},\quad \mathcal{L} = "
                 r"w_{CE}\,\mathrm{CE}(z_s, y) + "
                 r"w\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)")
 
     def teacher_weights(self, t, y) -> torch.Tensor:
         """(K, B): per-sample weights over teachers, summing to 1 over k."""
         ce = torch.stack([F.cross_entropy(tk, y, reduction="none") for tk in t])
-        return F.softmax(-ce, dim=0)
+        return (1 - F.softmax(ce, dim=0)) / (len(t) - 1)   # at least two teachers (checked in __init__)
 
     def distill(self, z, t, y):
         T = self.hp["temperature"]
