@@ -178,6 +178,17 @@ def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> float:
     return float(v / (n * (n - 3)))
 
 
+def _sample_count(*feats: Mapping, who: str) -> int:
+    """The number of samples every stage of every feature dict holds; ValueError naming the sizes if
+    they differ (CKA compares representations of the same samples)."""
+    ns = {as_tensor(v).shape[0] for f in feats for v in f.values()}
+    if not ns:
+        raise ValueError(f"{who}: no stages given")
+    if len(ns) != 1:
+        raise ValueError(f"{who}: every stage must hold the same samples; got sizes {sorted(ns)}")
+    return ns.pop()
+
+
 class CKAAccumulator:
     """Minibatch linear CKA (Nguyen et al. 2021) for every (a-stage, b-stage) pair.
 
@@ -227,10 +238,7 @@ class CKAAccumulator:
     def update(self, feats_a, feats_b=None) -> "CKAAccumulator":
         fa = stage_features(feats_a)
         fb = fa if feats_b is None else stage_features(feats_b)
-        ns = {as_tensor(v).shape[0] for v in list(fa.values()) + list(fb.values())}
-        if len(ns) != 1:
-            raise ValueError(f"all stages of a batch must hold the same samples; got sizes {sorted(ns)}")
-        n = ns.pop()
+        n = _sample_count(fa, fb, who="CKAAccumulator.update (one batch)")
         _check_batch(n)
         if self.names_a is None:
             self.names_a, self.names_b = list(fa), list(fb)
@@ -345,11 +353,7 @@ def stage_grams(feats, kind: str = "linear", sigma_frac: float = 0.8,
                 gram_dtype: torch.dtype = torch.float32) -> StageGrams:
     """Each stage's centred Gram matrix, computed once (see StageGrams). kind: "linear" or "rbf"."""
     f = stage_features(feats)
-    if not f:
-        raise ValueError("stage_grams: no stages given")
-    ns = {as_tensor(v).shape[0] for v in f.values()}
-    if len(ns) != 1:
-        raise ValueError(f"every stage must hold the same samples; got sizes {sorted(ns)}")
+    n = _sample_count(f, who="stage_grams")
     out = []
     if kind == "linear":
         for k, v in f.items():
@@ -362,7 +366,7 @@ def stage_grams(feats, kind: str = "linear", sigma_frac: float = 0.8,
             out.append((g / torch.linalg.vector_norm(g)).reshape(-1))
     else:
         raise ValueError(f"stage_grams: kind must be 'linear' or 'rbf', got {kind!r}")
-    return StageGrams(tuple(f), torch.stack(out), ns.pop(), kind)
+    return StageGrams(tuple(f), torch.stack(out), n, kind)
 
 
 def cka_from_grams(ga: StageGrams, gb: StageGrams | None = None) -> pd.DataFrame:
@@ -393,10 +397,7 @@ def cka_matrix(feats_a, feats_b=None, kind: str = "linear", sigma_frac: float = 
         fb = fa if feats_b is None else stage_features(feats_b)
         if not fa or not fb:
             raise ValueError("cka_matrix: no stages given")
-        ns = {as_tensor(v).shape[0] for v in list(fa.values()) + list(fb.values())}
-        if len(ns) != 1:
-            raise ValueError(f"cka_matrix: every stage must hold the same samples; got sizes {sorted(ns)}")
-        n = ns.pop()
+        n = _sample_count(fa, fb, who="cka_matrix")
         fa_t = {k: as_tensor(v) for k, v in fa.items()}
         fb_t = None if feats_b is None else {k: as_tensor(v) for k, v in fb.items()}
         acc = CKAAccumulator()
@@ -410,10 +411,7 @@ def cka_matrix(feats_a, feats_b=None, kind: str = "linear", sigma_frac: float = 
     def grams(f):
         return f if isinstance(f, StageGrams) else stage_grams(f, kind, sigma_frac, gram_dtype)
     if feats_b is not None and not isinstance(feats_a, StageGrams) and not isinstance(feats_b, StageGrams):
-        na = {as_tensor(v).shape[0] for v in stage_features(feats_a).values()}
-        nb = {as_tensor(v).shape[0] for v in stage_features(feats_b).values()}
-        if len(na | nb) > 1:                # fail before the expensive part
-            raise ValueError(f"cka_matrix: every stage must hold the same samples; got sizes {sorted(na | nb)}")
+        _sample_count(stage_features(feats_a), stage_features(feats_b), who="cka_matrix")   # before the costly part
     ga = grams(feats_a)
     gb = None if feats_b is None else grams(feats_b)
     return cka_from_grams(ga, gb)
