@@ -114,14 +114,17 @@ def pick_analysis(store: Store, page: str, k: int = 4, allow_all: bool = False):
     return runs, probes, meta, pick_samples(probes[0], meta["classes"], page, k=k, allow_all=allow_all)
 
 
-def side_by_side(runs: list[dict], probes: list[dict], positions):
+def side_by_side(runs: list[dict], probes: list[dict], positions, detail=None):
     """One column per run: yields (run, its probe, the probe restricted to the picked rows, the reference name)
-    inside that column, under a header naming the run, the epoch and the sample count."""
+    inside that column, under a header naming the run, the epoch and `detail(run, probe, sub, ref)`
+    (by default the number of picked samples)."""
     for col, run, probe in zip(st.columns(len(runs)), runs, probes):
         with col:
             sub = S.subset(probe, [p for p in positions if p < len(probe["y"])])
-            st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {len(sub['y'])} samples")
-            yield run, probe, sub, S.reference_name(run)
+            ref = S.reference_name(run)
+            info = detail(run, probe, sub, ref) if detail else f"{len(sub['y'])} samples"
+            st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {info}")
+            yield run, probe, sub, ref
 
 
 def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_all: bool = False):

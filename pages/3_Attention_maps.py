@@ -26,42 +26,41 @@ def models_of(run_id: str):
     return S.rebuild_models(store, store.get_run(run_id))
 
 
-for col, run, probe in zip(st.columns(len(runs)), runs, probes):
-    with col:
-        ref = S.reference_name(run)
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {ref}: "
-                    f"{run['config'].get('teacher') or '–'}")
-        sub = S.subset(probe, [p for p in pos if p < len(probe["y"])])
-        hw = tuple(sub["x"].shape[-2:])
-        if kind == "attention":
-            pairs = S.stage_pairs(sub)
-            tm, sm = stage_attention(sub["teacher"], size=hw), stage_attention(sub["student"], size=hw)
-            maps = [([tm[t][j] for _, t in pairs], [sm[s][j] for s, _ in pairs]) for j in range(len(sub["y"]))]
-            labels = [f"S {s} ↔ T {t}" for s, t in pairs]
+def _reference_model(run, probe, sub, ref) -> str:
+    return f"{ref}: {run['config'].get('teacher') or '–'}"
+
+
+for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _reference_model):
+    hw = tuple(sub["x"].shape[-2:])
+    if kind == "attention":
+        pairs = S.stage_pairs(sub)
+        tm, sm = stage_attention(sub["teacher"], size=hw), stage_attention(sub["student"], size=hw)
+        maps = [([tm[t][j] for _, t in pairs], [sm[s][j] for s, _ in pairs]) for j in range(len(sub["y"]))]
+        labels = [f"S {s} ↔ T {t}" for s, t in pairs]
+    else:
+        models = models_of(run["id"])
+        if models["teacher"] is None:
+            st.warning("This run's teacher could not be rebuilt (no teacher, or its file is gone).")
+            continue
+        if kind == "gradcam":
+            fn = lambda m: gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])  # noqa: E731
         else:
-            models = models_of(run["id"])
-            if models["teacher"] is None:
-                st.warning("This run's teacher could not be rebuilt (no teacher, or its file is gone).")
-                continue
-            if kind == "gradcam":
-                fn = lambda m: gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])  # noqa: E731
-            else:
-                fn = lambda m: saliency(m, sub["x"], target=sub["y"])  # noqa: E731
-            t_all, s_all = fn(models["teacher"]), fn(models["student"])
-            maps = [([t_all[j]], [s_all[j]]) for j in range(len(sub["y"]))]
-            labels = [kind]
-        for j, (t, s) in enumerate(maps):
-            gaps = [float(map_gap(a, b)[1][0]) for a, b in zip(t, s)]
-            label = meta["classes"][int(sub["y"][j])]
-            W.chart(attention_grid(sub["x"][j], t, s, labels, gaps=gaps, mean=meta["mean"], std=meta["std"],
-                                   title=f"#{int(sub['index'][j])} (class {label})"), key=f"att.{run['id']}.{j}")
-        y, c = np.asarray(probe["y"]), len(meta["classes"])
-        tmean, smean = (class_mean_maps(at_map(probe[side]["stages"][-1]).numpy(), y, c)
-                        for side in ("teacher", "student"))
-        if tmean.shape == smean.shape:
-            W.chart(class_mean_maps_figure(tmean, smean, meta["classes"],
-                                           title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),
-                    key=f"att.mean.{run['id']}")
+            fn = lambda m: saliency(m, sub["x"], target=sub["y"])  # noqa: E731
+        t_all, s_all = fn(models["teacher"]), fn(models["student"])
+        maps = [([t_all[j]], [s_all[j]]) for j in range(len(sub["y"]))]
+        labels = [kind]
+    for j, (t, s) in enumerate(maps):
+        gaps = [float(map_gap(a, b)[1][0]) for a, b in zip(t, s)]
+        label = meta["classes"][int(sub["y"][j])]
+        W.chart(attention_grid(sub["x"][j], t, s, labels, gaps=gaps, mean=meta["mean"], std=meta["std"],
+                               title=f"#{int(sub['index'][j])} (class {label})"), key=f"att.{run['id']}.{j}")
+    y, c = np.asarray(probe["y"]), len(meta["classes"])
+    tmean, smean = (class_mean_maps(at_map(probe[side]["stages"][-1]).numpy(), y, c)
+                    for side in ("teacher", "student"))
+    if tmean.shape == smean.shape:
+        W.chart(class_mean_maps_figure(tmean, smean, meta["classes"],
+                                       title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),
+                key=f"att.mean.{run['id']}")
 
 # Does distillation move the student's attention? The same sample for the teacher, the student trained alone
 # (this run's recipe without distillation, when that run exists) and the distilled student: Grad-CAM, final models.

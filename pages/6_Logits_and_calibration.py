@@ -2,7 +2,6 @@
 calibration (reliability, ECE), confusion, per-class accuracy and the samples they disagree on most."""
 import streamlit as st
 
-from explorer import app_state as S
 from explorer import app_widgets as W
 from explorer.analysis import agreement, calibration, confusion, disagreements, per_class_accuracy
 from explorer.plots import (confusion_heatmaps, disagreement_gallery, per_class_accuracy_bars, reliability_diagram,
@@ -20,25 +19,25 @@ which = c2.selectbox("Sample for the softened outputs", list(pos), key="log.samp
                      format_func=lambda p: f"#{int(probes[0]['index'][p])} · class "
                                            f"{meta['classes'][int(probes[0]['y'][p])]}")
 
-for col, run, probe in zip(st.columns(len(runs)), runs, probes):
-    with col:
-        ref = S.reference_name(run)
-        t, s, y = probe["teacher"]["logits"], probe["student"]["logits"], probe["y"]
-        st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · top-1 agreement with the {ref}: "
-                    f"**{agreement(t, s):.3f}** on {len(y)} probe samples")
-        p = min(int(which), len(y) - 1)
-        W.chart(softened_bars(t[p], s[p], (1.0, T), meta["classes"], label=int(y[p]), names=(ref, "student")),
-                key=f"log.soft.{run['id']}")
-        W.chart(reliability_diagram({ref: calibration(t, y, 10), "student": calibration(s, y, 10)}),
-                key=f"log.rel.{run['id']}")
-        W.chart(confusion_heatmaps({ref: confusion(t, y, len(meta["classes"])),
-                                    "student": confusion(s, y, len(meta["classes"]))}, meta["classes"],
-                                   show_difference=True), key=f"log.cm.{run['id']}")
-        W.chart(per_class_accuracy_bars({ref: per_class_accuracy(t, y, meta["classes"]),
-                                         "student": per_class_accuracy(s, y, meta["classes"])}),
-                key=f"log.pc.{run['id']}")
-        sub = S.subset(probe, [q for q in pos if q < len(y)])
-        W.chart(disagreement_gallery(sub["x"], disagreements(sub["teacher"]["logits"], sub["student"]["logits"],
-                                                             sub["y"], k=len(sub["y"]), T=T, index=sub["index"]),
-                                     meta["classes"], mean=meta["mean"], std=meta["std"],
-                                     title="The chosen samples, most different first"), key=f"log.dis.{run['id']}")
+def _agreement(run, probe, sub, ref) -> str:
+    t, s = probe["teacher"]["logits"], probe["student"]["logits"]
+    return f"top-1 agreement with the {ref}: **{agreement(t, s):.3f}** on {len(probe['y'])} probe samples"
+
+
+for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _agreement):
+    t, s, y = probe["teacher"]["logits"], probe["student"]["logits"], probe["y"]
+    p = min(int(which), len(y) - 1)
+    W.chart(softened_bars(t[p], s[p], (1.0, T), meta["classes"], label=int(y[p]), names=(ref, "student")),
+            key=f"log.soft.{run['id']}")
+    W.chart(reliability_diagram({ref: calibration(t, y, 10), "student": calibration(s, y, 10)}),
+            key=f"log.rel.{run['id']}")
+    W.chart(confusion_heatmaps({ref: confusion(t, y, len(meta["classes"])),
+                                "student": confusion(s, y, len(meta["classes"]))}, meta["classes"],
+                               show_difference=True), key=f"log.cm.{run['id']}")
+    W.chart(per_class_accuracy_bars({ref: per_class_accuracy(t, y, meta["classes"]),
+                                     "student": per_class_accuracy(s, y, meta["classes"])}),
+            key=f"log.pc.{run['id']}")
+    W.chart(disagreement_gallery(sub["x"], disagreements(sub["teacher"]["logits"], sub["student"]["logits"],
+                                                         sub["y"], k=len(sub["y"]), T=T, index=sub["index"]),
+                                 meta["classes"], mean=meta["mean"], std=meta["std"],
+                                 title="The chosen samples, most different first"), key=f"log.dis.{run['id']}")
