@@ -117,6 +117,30 @@ def relation_work(et, es, y):
     return relations
 
 
+def bench_cka_variants(ft, fs, repeats: int, reference: bool = False) -> bool:
+    """The linear CKA matrix as the app computes it (against the 1 s target), then, for information: exact
+    float64 Grams (reference=True), cached teacher Grams, and bf16 Gram products."""
+    ok = report("cka_matrix(kind='linear') [float32 Gram products, default]",
+                timed(lambda: C.cka_matrix(ft, fs), repeats), 1.0)
+    if reference:
+        report("cka_matrix(kind='linear', gram_dtype=float64) [reference]",
+               timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.float64), 1), 1.0)
+    gt = C.stage_grams(ft)
+    report("cka_matrix(cached teacher StageGrams, student features)", timed(lambda: C.cka_matrix(gt, fs), repeats), 1.0)
+    del gt
+    report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
+           timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), repeats), 1.0)
+    return ok
+
+
+def bench_stage_maps(teacher, student, x16, t_specs, s_specs, repeats: int) -> bool:
+    """AT + Grad-CAM for 16 images on 3 stages of both models, against the 2 s target."""
+    def maps():                                 # one forward + one backward per model, all stages
+        A.stage_maps(teacher, x16, t_specs)
+        A.stage_maps(student, x16, s_specs)
+    return report("stage_maps: AT + Grad-CAM, 3 stages, teacher and student", timed(maps, repeats), 2.0)
+
+
 def real_data(name: str, n: int):
     """The first n images of `name`'s train + test splits, normalised as in training, and labels."""
     from explorer.data import load_dataset
@@ -154,25 +178,15 @@ def real(args) -> bool:
         print(f"   student stages {[(k, tuple(v.shape[1:])) for k, v in fs.items()]}")
 
         print(f"1. linear CKA, {len(ft)} teacher x {len(fs)} student stages, n={n}")
-        ok &= report("cka_matrix(kind='linear') [float32 Gram products, default]",
-                     timed(lambda: C.cka_matrix(ft, fs), args.repeats), 1.0)
-        gt = C.stage_grams(ft)
-        report("cka_matrix(cached teacher StageGrams, student features)",
-               timed(lambda: C.cka_matrix(gt, fs), args.repeats), 1.0)
-        report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
-               timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), args.repeats), 1.0)
+        ok &= bench_cka_variants(ft, fs, args.repeats)
         print(f"   (CKA of the deepest pair {C.cka_matrix(ft, fs).iloc[-1, -1]:.3f}: random weights, a sanity "
               "check only)")
-        del ft, fs, gt
+        del ft, fs
 
         x16 = x[:16]
         t_specs, s_specs = list(ts.stages)[-3:], list(ss.stages)[-3:]
         print(f"2. attention maps, 16 images; teacher stages {t_specs}, student stages {s_specs}")
-
-        def maps():                                 # one forward + one backward per model, all stages
-            A.stage_maps(teacher, x16, t_specs)
-            A.stage_maps(student, x16, s_specs)
-        ok &= report("stage_maps: AT + Grad-CAM, 3 stages, teacher and student", timed(maps, args.repeats), 2.0)
+        ok &= bench_stage_maps(teacher, student, x16, t_specs, s_specs, args.repeats)
 
         k = min(256, n)
         print(f"3. relation matrices, {k} images' penultimate embeddings (teacher {tuple(et.shape[1:])}, "
@@ -190,16 +204,7 @@ def synthetic(args) -> bool:
     print(f"   teacher {TEACHER_SHAPES}\n   student {STUDENT_SHAPES}")
     ft = synthetic_stages(TEACHER_SHAPES, args.n, 0)
     fs = synthetic_stages(STUDENT_SHAPES, args.n, 1)
-    ok &= report("cka_matrix(kind='linear') [float32 Gram products, default]",
-                 timed(lambda: C.cka_matrix(ft, fs), args.repeats), 1.0)
-    report("cka_matrix(kind='linear', gram_dtype=float64) [reference]",
-           timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.float64), 1), 1.0)
-    gt = C.stage_grams(ft)
-    report("cka_matrix(cached teacher StageGrams, student features)",
-           timed(lambda: C.cka_matrix(gt, fs), args.repeats), 1.0)
-    del gt
-    report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
-           timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), args.repeats), 1.0)
+    ok &= bench_cka_variants(ft, fs, args.repeats, reference=True)
     report("cka_matrix(kind='minibatch', batch_size=250)",
            timed(lambda: C.cka_matrix(ft, fs, kind="minibatch", batch_size=250), 1), 1.0)
     del ft, fs
@@ -220,11 +225,7 @@ def synthetic(args) -> bool:
     x16 = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     t_specs, s_specs = list(teacher.kd_stages)[-3:], list(student.kd_stages)[-3:]
     print(f"\n2. attention maps, 16 samples, {what}; teacher stages {t_specs}, student stages {s_specs}")
-
-    def maps():                                 # one forward + one backward per model, all stages
-        A.stage_maps(teacher, x16, t_specs)
-        A.stage_maps(student, x16, s_specs)
-    ok &= report("stage_maps: AT + Grad-CAM, 3 stages, teacher and student", timed(maps, args.repeats), 2.0)
+    ok &= bench_stage_maps(teacher, student, x16, t_specs, s_specs, args.repeats)
 
     def maps_captum():                          # the per-layer API: captum LayerGradCam per stage
         A.activation_attention(teacher, x16, t_specs)
