@@ -19,10 +19,10 @@ import yaml
 
 from .config import RunConfig
 from .store import FINAL, Store, safe_name
+from .uploads import UploadError
 
 MAX_UPLOAD_BYTES = 200 * 2**20          # the same limit as .streamlit/config.toml's maxUploadSize
 UPLOAD_SUFFIXES = (".pt", ".pth")
-from .uploads import UploadError  # noqa: E402  (re-exported for the pages)
 TEACHER_SOURCES = {
     "default": "the dataset's default teacher (bundled, or reused from an earlier run)",
     "run": "the model of a finished run",

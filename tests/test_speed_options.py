@@ -1,5 +1,6 @@
 """The speed options (channels_last, bf16 teacher, compile, teacher cache) keep training correct, the
 teacher cache returns exactly what the teacher returned, and the throughput bench runs."""
+import copy
 import json
 
 import pytest
@@ -162,8 +163,7 @@ def test_channels_last_and_bf16_teacher_forward():
     torch.manual_seed(0)
     x = torch.randn(16, 3, 32, 32)
     ref = create_model("resnet8", 10, 3, 32).eval()
-    fast = create_model("resnet8", 10, 3, 32).eval()
-    fast.load_state_dict(ref.state_dict())
+    fast = copy.deepcopy(ref)
     prepare_student(fast, RunConfig(channels_last=True))
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -180,8 +180,7 @@ def test_compiled_forward_matches_eager():
     torch.manual_seed(0)
     x = torch.randn(8, 1, 8, 8)
     ref = create_model("cnn_tiny", 10, 1, 8).eval()
-    model = create_model("cnn_tiny", 10, 1, 8).eval()
-    model.load_state_dict(ref.state_dict())
+    model = copy.deepcopy(ref)
     prepare_student(model, RunConfig(compile=True, channels_last=True))
     try:
         with torch.no_grad():
