@@ -1,24 +1,25 @@
-"""The typed, validated run config. Every entry point (CLI, YAML/JSON, app, Python) builds one.
+"""The typed run config: every field declared once, with its type, range and help (explorer.spec).
 
-Validation raises ConfigError naming the field and what is allowed -- never a torch traceback.
+Every entry point (CLI, YAML/JSON, app, job queue, Python) builds one; `RunConfig.validate` checks
+each field against its own declaration. Checks that need the registries (is the dataset known, do the
+method's hyperparameters exist) and the dataset's defaults belong to `explorer.recipes.resolve`, the one
+function every entry point calls. Errors are ConfigErrors naming the field -- never a torch traceback.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .custom_code import is_custom
+from .errors import ConfigError
+from .spec import HParam, field_specs, option
 
-class ConfigError(ValueError):
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"config field '{field_name}': {message}")
-        self.field = field_name
+__all__ = ["ConfigError", "MethodTerm", "RunConfig", "FIELD_SPECS", "parse_methods"]
 
 
 @dataclass
@@ -29,57 +30,79 @@ class MethodTerm:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+WEIGHT = HParam("weight", 1.0, 0.0, 1e6, "multiplies every loss term of this method")
+
+
 @dataclass
 class RunConfig:
-    name: str | None = None
-    role: str = "distill"                  # "distill" | "teacher" (training a teacher is itself a run)
+    name: str | None = option(optional=True, max_len=120, label="Run name", help="a label for the run")
+    role: str = option("distill", choices=("distill", "teacher"),
+                       help="distill a student, or train a teacher from labels alone")
     # data
-    dataset: str = "digits"
-    data_root: str | None = None
-    n_train: int | None = None             # subset of the training split, for short runs
-    image_size: int | None = None          # `folder` only
-    augment: bool = True
+    dataset: str = option("digits", registry="datasets", label="Dataset", help="from the dataset registry")
+    data_root: str | None = option(optional=True, label="Data folder",
+                                   help="a folder on this machine holding the dataset's files")
+    n_train: int | None = option(optional=True, low=10, high=10_000_000, kind="int", label="Training images",
+                                 help="a stratified subset of the training split, for short runs (empty = all)")
+    image_size: int | None = option(optional=True, low=8, high=512, kind="int",
+                                    help="images are resized to this (folder datasets only)")
+    augment: bool = option(True, help="pad-crop (and flip where it fits) the training images")
     # models
-    teacher: str | None = None             # None = the dataset's default teacher
-    teacher_ckpt: str | None = None        # a state_dict file; None = reuse or train one
-    teacher_epochs: int | None = None
-    student: str | None = None
-    teacher_stages: list[str] | None = None   # explicit tap names, for models outside the zoo
-    student_stages: list[str] | None = None
-    stage_pairs: list[list[int]] | None = None
+    teacher: str | None = option(optional=True, registry="models", label="Teacher architecture",
+                                 help="empty = the dataset's default teacher")
+    teacher_ckpt: str | None = option(optional=True, help="a state_dict file; empty = reuse or train one")
+    teacher_epochs: int | None = option(optional=True, low=1, high=10_000, kind="int", label="Teacher epochs",
+                                        help="epochs of a teacher trained for this run (empty = the recipe's)")
+    student: str | None = option(optional=True, registry="models", label="Student architecture",
+                                 help="empty = the dataset's default student")
+    teacher_stages: list[str] | None = option(optional=True, kind="names",
+                                              help="the teacher's stage modules, shallow to deep (models outside the zoo)")
+    student_stages: list[str] | None = option(optional=True, kind="names",
+                                              help="the student's stage modules, shallow to deep (models outside the zoo)")
+    stage_pairs: list[list[int]] | None = option(optional=True, kind="pairs",
+                                                 help="explicit (student stage, teacher stage) pairs; 0 is the stem")
     # knowledge
-    scheme: str = "offline"
-    scheme_params: dict[str, Any] = field(default_factory=dict)
-    methods: list[MethodTerm] = field(default_factory=lambda: [MethodTerm("kd")])
-    ce_weight: float | None = None         # None = the methods' benchmark default (KD: 0.1, else 1)
+    scheme: str = option("offline", registry="schemes", label="Scheme", help="how knowledge flows (offline, online, self-KD, ...)")
+    scheme_params: dict[str, Any] = option(factory=dict, kind="mapping", help="the scheme's hyperparameters")
+    methods: list[MethodTerm] = option(factory=lambda: [MethodTerm("kd")], kind="methods",
+                                       label="Knowledge terms", help="knowledge terms, e.g. kd+at")
+    ce_weight: float | None = option(optional=True, low=0.0, high=1e3, kind="float", label="CE weight",
+                                     help="weight of the cross-entropy (empty = the methods' benchmark default: KD 0.1, else 1)")
     # optimisation
-    epochs: int | None = None              # None = the dataset's recipe
-    batch_size: int | None = None
-    optimizer: str = "sgd"
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
+    epochs: int | None = option(optional=True, low=1, high=10_000, kind="int", label="Epochs",
+                                help="empty = the dataset's recipe")
+    batch_size: int | None = option(optional=True, low=2, high=65_536, kind="int", label="Batch size",
+                                    help="empty = the dataset's recipe")
+    optimizer: str = option("sgd", choices=("sgd", "adamw"), label="Optimiser", help="the optimiser")
+    lr: float | None = option(optional=True, low=0.0, high=1e3, open_low=True, kind="float", label="Learning rate",
+                              log=True, help="empty = the dataset's recipe (AdamW: 1e-3)")
+    momentum: float = option(0.9, low=0.0, high=0.999, label="Momentum", help="SGD momentum (Nesterov)")
+    weight_decay: float = option(5e-4, low=0.0, high=1.0, label="Weight decay", help="L2 weight decay")
+    schedule: str = option("cosine", choices=("cosine", "step", "constant"), label="Schedule",
+                           help="learning-rate schedule (step: x0.1 at 5/8, 6/8, 7/8 of the run)")
     # run
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True                       # CUDA only; ignored elsewhere
-    probe_epochs: list[int] | None = None  # None = a few epochs spread over the run
-    probe_size: int = 64
-    checkpoint_every: int = 1
+    seed: int = option(0, low=0, high=2**31 - 1, label="Seed", help="seeds the student's init and the batches")
+    device: str = option("auto", kind="device", label="Device", help="where to compute")
+    amp: bool = option(True, help="mixed precision on CUDA (ignored elsewhere)")
+    probe_epochs: list[int] | None = option(optional=True, kind="ints",
+                                            help="epochs whose analysis probes are saved (0 = before training)")
+    probe_size: int = option(64, low=0, high=4096, help="test images saved in each probe (0 = no probes)")
+    checkpoint_every: int = option(1, low=0, high=10_000, help="save a checkpoint every N epochs (0 = only the last)")
     # speed (explorer/speed.py; measured in docs/performance.md): none changes what is learnt beyond rounding
-    channels_last: bool = True             # NHWC activations for the student and teacher: faster convolutions
-    teacher_dtype: str = "float32"         # "bfloat16": the frozen teacher computes in bf16 (logit-only methods);
-                                           # "auto": bf16 where the hardware has it and the methods allow it
-    compile: bool = False                  # torch.compile student and teacher: no gain measured on CPU
-    teacher_cache: bool = False            # reuse the teacher's logits per (sample, augmented view)
-    # Not a field (no annotation): never read from a dict or file, never saved. See from_dict.
-    allow_custom_code = False
+    channels_last: bool = option(True, help="NHWC activations for the student and teacher: faster convolutions")
+    teacher_dtype: str = option("float32", choices=("float32", "bfloat16", "auto"),
+                                help="bfloat16: the frozen teacher computes in bf16 (logit-only methods); "
+                                     "auto: where the hardware has it")
+    compile: bool = option(False, help="torch.compile student and teacher (no gain measured on CPU)")
+    teacher_cache: bool = option(False, help="reuse the frozen teacher's logits per (sample, augmented view)")
+    # Not fields (no annotation): never read from a dict or file, never saved.
+    allow_custom_code = False   # teacher/student may name 'import:pkg.module:factory' (the CLI's opt-in only)
+    resolved = False            # set by recipes.resolve: defaults filled and registries checked
 
     def __post_init__(self):
         # accept the short forms in Python too: RunConfig(methods="kd+at") or methods=["kd", {"key": "at"}]
         if isinstance(self.methods, (str, list)) or self.methods is None:
-            self.methods = _parse_methods(self.methods)
+            self.methods = parse_methods(self.methods)
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict:
@@ -107,158 +130,55 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Any, allow_custom_code: bool = False) -> "RunConfig":
-        """allow_custom_code: teacher/student may be 'import:pkg.module:factory'. Only the CLI sets it (on
-        its --allow-custom-code flag); the app and the job queue never do, so a browser cannot run code."""
+        """Parse and check every field against its declaration. allow_custom_code: teacher/student may be
+        'import:pkg.module:factory'; only the CLI sets it (its --allow-custom-code flag), never the app or
+        the job queue, so a browser cannot run code."""
         if not isinstance(data, dict):
             raise ConfigError("config", f"expected a mapping of field names to values, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
         for key in data:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
+            if key not in FIELD_SPECS:
+                hint = difflib.get_close_matches(str(key), FIELD_SPECS, n=1)
                 raise ConfigError(key if isinstance(key, str) and key.strip() else repr(key), "unknown field" + (
-                    f"; did you mean '{hint[0]}'?" if hint else f"; allowed: {', '.join(sorted(names))}"))
+                    f"; did you mean '{hint[0]}'?" if hint else f"; allowed: {', '.join(sorted(FIELD_SPECS))}"))
         data = dict(data)
         if "methods" in data:
-            data["methods"] = _parse_methods(data["methods"])
+            data["methods"] = parse_methods(data["methods"])
         cfg = cls(**data)
         cfg.allow_custom_code = allow_custom_code
-        cfg.validate()
-        return cfg
+        return cfg.validate()
 
-    # ---------------------------------------------------------------- validation
+    # ---------------------------------------------------------------- validation (each field's own spec)
     def validate(self) -> "RunConfig":
-        from .data import list_datasets
-        from .kd import list_methods
-        from .models import list_models
-        from .schemes import get_scheme, list_schemes
-
-        _choice("role", self.role, ["distill", "teacher"])
-        _choice("dataset", self.dataset, list_datasets())
-        _opt_str("data_root", self.data_root)
-        _opt_int("n_train", self.n_train, 10, 10_000_000)
-        _opt_int("image_size", self.image_size, 8, 512)
-        _bool("augment", self.augment)
+        for name, spec in FIELD_SPECS.items():
+            spec.check(getattr(self, name), name)
         for fname in ("teacher", "student"):
-            v = getattr(self, fname)
-            if isinstance(v, str) and v.startswith(CUSTOM_PREFIX):
-                _custom_model(fname, v, self.allow_custom_code)
-            elif v is not None:
-                _choice(fname, v, list_models())
-        _opt_str("teacher_ckpt", self.teacher_ckpt)
-        _opt_int("teacher_epochs", self.teacher_epochs, 1, 10_000)
-        for fname in ("teacher_stages", "student_stages"):
-            v = getattr(self, fname)
-            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(s, str) and s for s in v)):
-                raise ConfigError(fname, "must be a non-empty list of module names, e.g. [layer1, layer2, layer3]")
-        if self.stage_pairs is not None:
-            ok = isinstance(self.stage_pairs, list) and all(
-                isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_int(i) and i >= 0 for i in p)
-                for p in self.stage_pairs)
-            if not ok or not self.stage_pairs:
-                raise ConfigError("stage_pairs", "must be a list of [student_stage, teacher_stage] index pairs, "
-                                  "e.g. [[1, 1], [2, 3]]")
-        _choice("scheme", self.scheme, list_schemes())
-        if not isinstance(self.scheme_params, dict):
-            raise ConfigError("scheme_params", "must be a mapping of hyperparameter names to values")
-        for name, value in self.scheme_params.items():   # one at a time, so the error names the field
-            try:
-                get_scheme(self.scheme).check_params({name: value})
-            except ValueError as e:
-                raise ConfigError(f"scheme_params.{name}", str(e)) from None
+            if is_custom(getattr(self, fname)) and not self.allow_custom_code:
+                raise ConfigError(fname, f"{getattr(self, fname)!r} names custom Python code, which only a config "
+                                  "you run from the command line may load: `kd-explorer run --allow-custom-code ...`. "
+                                  "The app and the job queue never load code; choose a zoo model "
+                                  "(`kd-explorer models`) there.")
         if not isinstance(self.methods, list):
             raise ConfigError("methods", "must be a list of methods, e.g. [{key: kd, weight: 0.9}]")
-        allowed = list_methods()
         seen = set()
         for i, term in enumerate(self.methods):
             if not isinstance(term, MethodTerm):
                 raise ConfigError(f"methods[{i}]", "must be {key, weight, params}")
-            _choice(f"methods[{i}].key", term.key, allowed)
+            if not isinstance(term.key, str) or not term.key:
+                raise ConfigError(f"methods[{i}].key", f"must be a method key, got {term.key!r}")
             if term.key in seen:
                 raise ConfigError(f"methods[{i}].key", f"{term.key!r} is listed twice")
             seen.add(term.key)
             if term.weight is not None:
-                _num(f"methods[{i}].weight", term.weight, 0.0, 1e6)
-            _validate_hparams(f"methods[{i}].params", term.key, term.params)
-        if self.ce_weight is not None:
-            _num("ce_weight", self.ce_weight, 0.0, 1e3)
-        _opt_int("epochs", self.epochs, 1, 10_000)
-        _opt_int("batch_size", self.batch_size, 2, 65_536)
-        _choice("optimizer", self.optimizer, ["sgd", "adamw"])
-        if self.lr is not None:
-            _num("lr", self.lr, 0.0, 1e3, open_low=True)
-        _num("momentum", self.momentum, 0.0, 0.999)
-        _num("weight_decay", self.weight_decay, 0.0, 1.0)
-        _choice("schedule", self.schedule, ["cosine", "step", "constant"])
-        _int("seed", self.seed, 0, 2**31 - 1)
-        _device("device", self.device)
-        _bool("amp", self.amp)
-        if self.probe_epochs is not None:
-            if not isinstance(self.probe_epochs, list) or not all(_is_int(e) and e >= 0 for e in self.probe_epochs):
-                raise ConfigError("probe_epochs", "must be a list of epoch numbers (0 = before training)")
-        _int("probe_size", self.probe_size, 0, 4096)
-        _int("checkpoint_every", self.checkpoint_every, 0, 10_000)
-        _bool("channels_last", self.channels_last)
-        _choice("teacher_dtype", self.teacher_dtype, ["float32", "bfloat16", "auto"])
-        _bool("compile", self.compile)
-        _bool("teacher_cache", self.teacher_cache)
-        _teacher_fast_path(self)
-        if self.name is not None:
-            _opt_str("name", self.name)
-            if len(self.name) > 120:
-                raise ConfigError("name", "must be at most 120 characters")
+                WEIGHT.check(term.weight, f"methods[{i}].weight")
+            if not isinstance(term.params, dict):
+                raise ConfigError(f"methods[{i}].params", "must be a mapping of hyperparameter names to values")
         return self
 
 
-CUSTOM_PREFIX = "import:"
+FIELD_SPECS: dict[str, HParam] = field_specs(RunConfig)
 
 
-def _custom_model(fname: str, value: str, allowed: bool) -> None:
-    """'import:pkg.module:factory' -- a model from the user's own code, only with the CLI's opt-in."""
-    if not allowed:
-        raise ConfigError(fname, f"{value!r} names custom Python code, which only a config you run from the "
-                          "command line may load: `kd-explorer run --allow-custom-code ...`. The app and the job "
-                          "queue never load code; choose a zoo model (`kd-explorer models`) there.")
-    try:
-        custom_model_factory(value)
-    except ValueError as e:
-        raise ConfigError(fname, str(e)) from None
-
-
-def custom_model_factory(spec: str):
-    """Import the factory named by 'import:pkg.module:factory'; it is called as
-    factory(num_classes=, in_channels=, image_size=) and returns an nn.Module giving logits."""
-    import importlib
-    import re
-    m = re.fullmatch(r"import:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)", spec)
-    if not m:
-        raise ValueError(f"{spec!r} must look like 'import:package.module:factory'")
-    try:
-        module = importlib.import_module(m[1])
-    except Exception as e:   # the user's own module: any error it raises on import is reported, not a crash
-        raise ValueError(f"cannot import {m[1]!r} ({type(e).__name__}: {e}); is it on PYTHONPATH?") from None
-    factory = getattr(module, m[2], None)
-    if not callable(factory):
-        raise ValueError(f"module {m[1]!r} has no callable {m[2]!r}")
-    return factory
-
-
-def _teacher_fast_path(cfg: RunConfig) -> None:
-    """teacher_cache and a bf16 teacher stand in for the offline teacher's logits only: features and
-    other schemes' teachers are untouched by them, so asking for them there is an error, not a no-op."""
-    from .kd import get_method
-    for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype == "bfloat16")):
-        if not on or cfg.role == "teacher":
-            continue
-        if cfg.scheme != "offline":
-            raise ConfigError(fname, f"applies to the offline scheme's frozen teacher only, not {cfg.scheme!r}; "
-                              "turn it off for this scheme")
-        feature = [t.key for t in cfg.methods if not get_method(t.key).needs <= {"logits"}]
-        if feature:
-            raise ConfigError(fname, f"works with methods that read only the teacher's logits; {', '.join(feature)} "
-                              "read its features. Turn it off, or use response methods (kd, dkd, ...)")
-
-
-def _parse_methods(value: Any) -> list[MethodTerm]:
+def parse_methods(value: Any) -> list[MethodTerm]:
     """Accept 'kd+at', ['kd', 'at'], or [{key, weight, params}] (the form a saved config has)."""
     if value is None or value == "none":
         return []
@@ -285,64 +205,3 @@ def _parse_methods(value: Any) -> list[MethodTerm]:
     return [t for t in terms if t.key != "none"]
 
 
-def _validate_hparams(fname: str, key: str, params: Any) -> None:
-    from .kd import get_method
-    if not isinstance(params, dict):
-        raise ConfigError(fname, "must be a mapping of hyperparameter names to values")
-    spec = {h.name: h for h in get_method(key).hparams}
-    for name, value in params.items():
-        if name not in spec:
-            raise ConfigError(f"{fname}.{name}", f"unknown for {key!r}; allowed: {', '.join(spec) or 'none'}")
-        h = spec[name]
-        if isinstance(h.default, bool):
-            _bool(f"{fname}.{name}", value)
-        elif isinstance(h.default, int):
-            _int(f"{fname}.{name}", value, h.low if h.low is not None else -2**31, h.high if h.high is not None else 2**31)
-        else:
-            _num(f"{fname}.{name}", value, h.low if h.low is not None else -math.inf,
-                 h.high if h.high is not None else math.inf)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _choice(fname, value, allowed):
-    if not isinstance(value, str) or value not in allowed:
-        hint = difflib.get_close_matches(str(value), allowed, n=1) if isinstance(value, str) else []
-        raise ConfigError(fname, f"{value!r} is not allowed" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                          + f"; choose one of: {', '.join(allowed)}")
-
-
-def _int(fname, value, low, high):
-    if not _is_int(value) or not (low <= value <= high):
-        raise ConfigError(fname, f"must be a whole number from {low} to {high}, got {value!r}")
-
-
-def _opt_int(fname, value, low, high):
-    if value is not None:
-        _int(fname, value, low, high)
-
-
-def _num(fname, value, low, high, open_low=False):
-    # an int is exact (math.isfinite would overflow on 10**400); a float must be finite
-    ok = _is_int(value) or (isinstance(value, float) and math.isfinite(value))
-    if not ok or value > high or value < low or (open_low and value == low):
-        lo = f"greater than {low}" if open_low else f"at least {low}"
-        raise ConfigError(fname, f"must be a finite number {lo} and at most {high}, got {value!r}")
-
-
-def _bool(fname, value):
-    if not isinstance(value, bool):
-        raise ConfigError(fname, f"must be true or false, got {value!r}")
-
-
-def _opt_str(fname, value):
-    if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
-        raise ConfigError(fname, f"must be a non-empty string, got {value!r}")
-
-
-def _device(fname, value):
-    if not isinstance(value, str) or not (value in ("auto", "cpu", "cuda", "mps") or
-                                          (value.startswith("cuda:") and value[5:].isdigit())):
-        raise ConfigError(fname, f"{value!r} is not a device; choose auto, cpu, cuda, cuda:N or mps")

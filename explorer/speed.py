@@ -13,28 +13,18 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from .device import fast_bf16, resolve_device
+from .errors import RunFailed
+from .kd import get_method
+
 # A dense cache is one float32 row per (training sample, augmented view); above this it is refused
 # (CIFAR-100: 45,000 training images x 162 pad-crop x flip views x 100 classes = 2.7 GiB).
 CACHE_MAX_BYTES = 1 << 30
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 convolutions run natively here (GPUs with bf16; CPUs with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            caps = torch._C._cpu._get_cpu_capability()   # private, hence the guard: unknown = not fast
-        except (AttributeError, RuntimeError):
-            return False
-        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-    return False
-
-
 def auto_teacher_dtype(cfg) -> str:
     """teacher_dtype "auto": bf16 where it is native and only the teacher's logits are read (offline KD
     with response methods), float32 elsewhere."""
-    from .train import RunFailed, resolve_device
     try:
         device = resolve_device(cfg.device)
     except RunFailed:   # the run itself will report the device; nothing to speed up
@@ -67,7 +57,6 @@ def prepare_teacher(model: nn.Module, cfg) -> nn.Module:
 
 def response_only(methods) -> bool:
     """Whether every knowledge term reads only the teacher's logits (what the cache and bf16 teacher support)."""
-    from .kd import get_method
     return all(get_method(t.key).needs <= {"logits"} for t in methods)
 
 

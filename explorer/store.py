@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL, updated REAL, started REAL, finished REAL,
     dataset TEXT, student TEXT, teacher TEXT, scheme TEXT, methods TEXT,
     config TEXT NOT NULL, summary TEXT DEFAULT '{}', message TEXT DEFAULT '',
-    recipe_hash TEXT, teacher_run TEXT, worker_pid INTEGER, device TEXT,
+    recipe_hash TEXT, teacher_run TEXT, teacher_ref TEXT, worker_pid INTEGER, device TEXT,
     cancel_requested INTEGER DEFAULT 0, run_dir TEXT,
     queued_at REAL, resume INTEGER DEFAULT 0      -- set by explorer.jobs: FIFO position, continue from checkpoint
 );
@@ -69,7 +69,8 @@ class Store:
                           or db.execute("PRAGMA journal_mode=WAL"))
             _retry_locked(lambda: db.executescript(_SCHEMA))
             have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-            for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0")):   # stores made before jobs
+            for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0"),   # stores made before jobs
+                              ("teacher_ref", "TEXT")):                                # ... and before teachers.py
                 if col not in have:
                     try:
                         db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")

@@ -89,7 +89,7 @@ def test_registry_lists_every_scheme_with_paper_equation_and_hparams(capsys):
 
 
 def test_bad_hyperparameters_are_named():
-    with pytest.raises(ValueError, match="'peers' must be a int from 2 to 8"):
+    with pytest.raises(ValueError, match="peers must be a whole number from 2 to 8"):
         build("dml", {"peers": 1})
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         build("dml", {"peer": 3})

@@ -1,5 +1,4 @@
 """Datasets: a registry of specs, readers that return RawData, and device-resident splits."""
-from . import catalog  # noqa: F401  (registers the datasets)
 from .loader import Dataset, augment_batch, draw_views, load_dataset, n_views
 from .raw import RawData
-from .registry import DatasetSpec, get_dataset_spec, list_datasets, register_dataset
+from .registry import DATASETS, DatasetSpec, get_dataset_spec, list_datasets, register_dataset

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..registry import Registry
 from .raw import RawData
 
 
@@ -24,22 +25,16 @@ class DatasetSpec:
     default_root: str | None = None
     recipe: dict = field(default_factory=dict)   # epochs, teacher_epochs, batch_size, lr
 
+    def describe(self) -> dict:
+        return {"name": self.name, "description": self.description, "num_classes": self.num_classes,
+                "shape": list(self.shape) if self.shape else None, "default_teacher": self.default_teacher,
+                "default_student": self.default_student, "needs_root": self.needs_root}
 
-_DATASETS: dict[str, DatasetSpec] = {}
 
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in _DATASETS:
-        raise ValueError(f"dataset {spec.name!r} registered twice")
-    _DATASETS[spec.name] = spec
-    return spec
+DATASETS: Registry[DatasetSpec] = Registry("dataset", key=lambda d: d.name, package="explorer.data")
+register_dataset = DATASETS.register
+get_dataset_spec = DATASETS.get
 
 
 def list_datasets() -> list[str]:
-    return list(_DATASETS)
-
-
-def get_dataset_spec(name: str) -> DatasetSpec:
-    if name not in _DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; choose one of: {', '.join(_DATASETS)}")
-    return _DATASETS[name]
+    return DATASETS.list()

@@ -14,32 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Paper:
-    authors: str
-    title: str
-    year: int
-    venue: str
-    arxiv: str = ""
-
-    def cite(self) -> str:
-        first = self.authors.split(",")[0].strip()
-        return f"{first} et al., {self.venue} {self.year}" + (f" (arXiv:{self.arxiv})" if self.arxiv else "")
-
-
-@dataclass(frozen=True)
-class HParam:
-    name: str
-    default: float | int | bool
-    low: float | None = None
-    high: float | None = None
-    help: str = ""
-    log: bool = False  # widget hint: log-scaled slider
-
-    @property
-    def kind(self) -> str:
-        return type(self.default).__name__
+from ..spec import HParam, Paper  # noqa: F401  (the method contract's vocabulary)
 
 
 @dataclass
@@ -110,6 +85,5 @@ class Method(nn.Module):
             "venue": cls.paper.venue, "arxiv": cls.paper.arxiv, "equation": cls.equation,
             "needs": sorted(cls.needs), "default_weight": cls.default_weight,
             "default_ce_weight": cls.default_ce_weight, "convention": cls.convention, "notes": cls.notes,
-            "hparams": [{"name": h.name, "default": h.default, "low": h.low, "high": h.high,
-                         "help": h.help} for h in cls.hparams],
+            "hparams": [h.describe() for h in cls.hparams],
         }

@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -23,27 +25,23 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     description: str = ""
 
+    def describe(self) -> dict:
+        return {"name": self.name, "family": self.family, "description": self.description}
 
-_MODELS: dict[str, ModelSpec] = {}
+
+MODELS: Registry[ModelSpec] = Registry("model", key=lambda m: m.name, package="explorer.models")
+get_model_spec = MODELS.get
 
 
 def register_model(name: str, family: str, description: str = ""):
     def wrap(builder):
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = ModelSpec(name, family, builder, description)
+        MODELS.register(ModelSpec(name, family, builder, description))
         return builder
     return wrap
 
 
 def list_models(family: str | None = None) -> list[str]:
-    return [n for n, s in _MODELS.items() if family is None or s.family == family]
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(_MODELS)}")
-    return _MODELS[name]
+    return MODELS.list(family=family)
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:

@@ -1,4 +1,5 @@
-"""Schemes (offline, online, self-KD) and algorithms (multi-teacher, data-free, ...): a registry."""
-from .base import RunContext, Scheme, get_scheme, list_schemes, register_scheme
-from . import offline  # noqa: F401  (registers)
-from . import online, self_kd, takd, multi_teacher, data_free, adversarial, cross_modal  # noqa: F401,E402
+"""Schemes (offline, online, self-KD) and algorithms (multi-teacher, data-free, ...): every module in this
+folder that registers a Scheme is found by the registry."""
+from .base import SCHEMES, RunContext, Scheme, get_scheme, list_schemes, register_scheme
+
+__all__ = ["SCHEMES", "RunContext", "Scheme", "get_scheme", "list_schemes", "register_scheme"]

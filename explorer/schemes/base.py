@@ -13,7 +13,9 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from ..kd.base import Batch, HParam, Paper
+from ..kd.base import Batch
+from ..registry import Registry
+from ..spec import HParam, Paper
 
 
 @dataclass
@@ -40,7 +42,6 @@ class Scheme(nn.Module):
     needs_teacher: ClassVar[bool] = False
     uses_methods: ClassVar[bool] = False   # whether the config's knowledge terms apply
     notes: ClassVar[str] = ""
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}   # allowed values of string hparams
 
     def __init__(self, ctx: RunContext, **hp):
         super().__init__()
@@ -55,26 +56,17 @@ class Scheme(nn.Module):
 
     @classmethod
     def check_params(cls, params: dict) -> None:
-        """Type and range of each given hyperparameter (its default's type decides), so a bad value
-        fails with its name instead of deep inside a run; string hparams listed in `choices` are checked too."""
+        """Type, range and choices of each given hyperparameter (from its HParam), so a bad value fails
+        with its name instead of deep inside a run."""
         known = {h.name: h for h in cls.hparams}
         for name, v in params.items():
             h = known.get(name)
             if h is None:
                 raise ValueError(f"scheme {cls.key!r}: unknown hyperparameter {name!r}; "
                                  f"allowed: {sorted(known) or 'none'}")
-            kind = type(h.default)
-            ok = (isinstance(v, bool) if kind is bool else isinstance(v, str) if kind is str else
-                  isinstance(v, int) and not isinstance(v, bool) if kind is int else
-                  isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"))
-            if ok and kind in (int, float):
-                ok = (h.low is None or v >= h.low) and (h.high is None or v <= h.high)
-            if not ok:
-                rng = f" from {h.low} to {h.high}" if kind in (int, float) and h.low is not None else ""
-                raise ValueError(f"scheme {cls.key!r}: hyperparameter {name!r} must be a {kind.__name__}{rng}, "
-                                 f"got {v!r} ({h.help})")
-            if name in cls.choices and v not in cls.choices[name]:
-                raise ValueError(f"scheme {cls.key!r}: {name} must be one of {', '.join(cls.choices[name])}, got {v!r}")
+            problem = h.problem(v)
+            if problem is not None:
+                raise ValueError(f"scheme {cls.key!r}: {name} {problem} ({h.help})")
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the student's logits on the batch and the weighted loss terms to sum."""
@@ -102,27 +94,18 @@ class Scheme(nn.Module):
             "paper": p.title if p else "", "authors": p.authors if p else "", "year": p.year if p else None,
             "venue": p.venue if p else "", "arxiv": p.arxiv if p else "", "equation": cls.equation,
             "needs_teacher": cls.needs_teacher, "uses_methods": cls.uses_methods, "notes": cls.notes,
-            "hparams": [{"name": h.name, "default": h.default, "low": h.low, "high": h.high, "help": h.help}
-                        | ({"choices": list(cls.choices[h.name])} if h.name in cls.choices else {})
-                        for h in cls.hparams],
+            "hparams": [h.describe() for h in cls.hparams],
         }
 
 
-_SCHEMES: dict[str, type[Scheme]] = {}
+CATEGORIES = ("offline", "online", "self", "algorithm")
 
-
-def register_scheme(cls: type[Scheme]) -> type[Scheme]:
-    if cls.key in _SCHEMES:
-        raise ValueError(f"scheme {cls.key!r} registered twice")
-    _SCHEMES[cls.key] = cls
-    return cls
+SCHEMES: Registry[type[Scheme]] = Registry("scheme", package="explorer.schemes",
+                                           order=lambda c: (CATEGORIES.index(c.category),
+                                                                           c.paper.year if c.paper else 0))
+register_scheme = SCHEMES.register
+get_scheme = SCHEMES.get
 
 
 def list_schemes(category: str | None = None) -> list[str]:
-    return [k for k, c in _SCHEMES.items() if category is None or c.category == category]
-
-
-def get_scheme(key: str) -> type[Scheme]:
-    if key not in _SCHEMES:
-        raise KeyError(f"unknown scheme {key!r}; choose one of: {', '.join(_SCHEMES)}")
-    return _SCHEMES[key]
+    return SCHEMES.list(category=category)

@@ -98,8 +98,8 @@ class CrossModal(Offline):
     paper = Paper("Saurabh Gupta, Judy Hoffman, Jitendra Malik", "Cross Modal Distillation for Supervision Transfer",
                   2016, "CVPR", "1507.00448")
     equation = (r"\mathcal{L} = w_{CE}\,\mathrm{CE}(s(v(x)), y) + \sum_m w_m\,\mathcal{L}_m\big(s(v(x)),\ t(x)\big)")
-    hparams = (HParam("student_view", "edges", None, None, "the student's modality: grayscale | edges | lowres"),)
-    choices = {"student_view": VIEWS}
+    hparams = (HParam("student_view", "edges", help="the student's modality: grayscale | edges | lowres",
+                      choices=VIEWS),)
     needs_teacher = True
     uses_methods = True
     notes = ("Teacher: the dataset's images (RGB on shapes); student: a view computed on the device. "

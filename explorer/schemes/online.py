@@ -114,12 +114,12 @@ class KDCL(Scheme):
     equation = (r"z^{e}_c = \min_k\big(z_{k,c} - z_{k,y}\big),\quad \mathcal{L}_k = \mathrm{CE}(z_k, y) + "
                 r"\lambda T^2\,\mathrm{KL}\big(\sigma(z^{e}/T)\,\|\,\sigma(z_k/T)\big)")
     hparams = _PEER_HPARAMS + (
-        HParam("ensemble", "minlogit", None, None, "how the peers' logits make the target: minlogit | mean"),
+        HParam("ensemble", "minlogit", help="how the peers' logits make the target: minlogit | mean",
+               choices=("minlogit", "mean")),
         HParam("temperature", 4.0, 1.0, 20.0, "softening temperature T"),
         HParam("kd_weight", 1.0, 0.0, 100.0, "weight lambda of the KD-to-ensemble term"),
     )
     notes = "No pretrained teacher. Peers, and their mean-logit ensemble, are all evaluated and stored."
-    choices = {"ensemble": ("minlogit", "mean")}
 
     def __init__(self, ctx: RunContext, **hp):
         super().__init__(ctx, **hp)

@@ -170,8 +170,8 @@ class TFKD(KeepsFrozen, Scheme):
     equation = (r"\mathcal{L} = (1-\alpha)\,\mathrm{CE}(z, y) + \alpha\, m\,\mathrm{KL}\big(\sigma(p^d/T)\,\|\,"
                 r"\sigma(z/T)\big),\ p^d_c = a\ \text{if}\ c=y\ \text{else}\ \tfrac{1-a}{K-1}")
     hparams = (
-        HParam("variant", "virtual", None, None,
-               "virtual (hand-designed teacher) | self (pretrained copy of the student)"),
+        HParam("variant", "virtual", help="virtual (hand-designed teacher) | self (pretrained copy of the student)",
+               choices=("virtual", "self")),
         HParam("alpha", 0.0, 0.0, 1.0, "weight of the KD term; 0 = the variant's default (virtual 0.1, self 0.95)"),
         HParam("temperature", 0.0, 0.0, 100.0, "softening temperature; 0 = the variant's default (virtual 20, self 6)"),
         HParam("correct_prob", 0.9, 0.0, 1.0, "virtual teacher's probability a on the correct class"),
@@ -180,7 +180,6 @@ class TFKD(KeepsFrozen, Scheme):
     notes = "virtual needs no teacher at all; self trains (or reuses) a teacher of the student's architecture."
 
     frozen = ("teacher",)
-    choices = {"variant": ("virtual", "self")}
     _DEFAULTS = {"virtual": (0.1, 20.0), "self": (0.95, 6.0)}
 
     def __init__(self, ctx: RunContext, **hp):

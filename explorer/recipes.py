@@ -1,0 +1,137 @@
+"""From what a user asked for to the run that will happen: `resolve` is the one pass every entry point
+(CLI, job queue, trainer, app) calls, once.
+
+    cfg = resolve({"dataset": "digits", "methods": "kd+at"})   # a dict, a YAML's contents or a RunConfig
+
+It checks every field (its own spec), then what needs the registries (the dataset, models, scheme and
+methods exist; their hyperparameters are in range; the fast teacher paths fit the methods), and fills
+every default from the dataset's recipe, so the stored config reproduces the run. The teacher's own
+recipe and its hash (how a trained teacher is found again) live here too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from .config import FIELD_SPECS, RunConfig
+from .custom_code import custom_model_factory, is_custom
+from .data import DATASETS, get_dataset_spec
+from .errors import ConfigError
+from .kd import METHODS, get_method
+from .models import MODELS
+from .schemes import SCHEMES, get_scheme
+from .spec import not_allowed
+from .speed import auto_teacher_dtype
+
+REGISTRIES = {"datasets": DATASETS, "models": MODELS, "schemes": SCHEMES, "methods": METHODS}
+RECIPE_KEYS = ("dataset", "data_root", "image_size", "augment", "student", "epochs", "batch_size", "optimizer", "lr",
+               "momentum", "weight_decay", "schedule", "seed")
+
+
+def resolve(config: RunConfig | dict, allow_custom_code: bool = False) -> RunConfig:
+    """A checked RunConfig with every default filled. A RunConfig is completed in place; one already
+    resolved is returned as it is. Raises ConfigError naming the field."""
+    if isinstance(config, RunConfig):
+        if config.resolved:
+            return config
+        cfg = config.validate()
+    else:
+        cfg = RunConfig.from_dict(config, allow_custom_code)
+    check_registries(cfg)
+    _fill_defaults(cfg)
+    cfg.resolved = True
+    return cfg
+
+
+def check_registries(cfg: RunConfig) -> None:
+    """What a field's own spec cannot know: names that must be registered, hyperparameters of the
+    chosen scheme and methods, and options that only some methods allow."""
+    for name, spec in FIELD_SPECS.items():
+        value = getattr(cfg, name)
+        if spec.registry is None or value is None:
+            continue
+        if is_custom(value):
+            try:
+                custom_model_factory(value)
+            except ValueError as e:
+                raise ConfigError(name, str(e)) from None
+        elif value not in REGISTRIES[spec.registry]:
+            raise ConfigError(name, not_allowed(value, REGISTRIES[spec.registry].list()))
+    scheme = get_scheme(cfg.scheme)
+    for name, value in cfg.scheme_params.items():   # one at a time, so the error names the field
+        try:
+            scheme.check_params({name: value})
+        except ValueError as e:
+            raise ConfigError(f"scheme_params.{name}", str(e)) from None
+    for i, term in enumerate(cfg.methods):
+        if term.key not in METHODS:
+            raise ConfigError(f"methods[{i}].key", not_allowed(term.key, METHODS.list()))
+        specs = {h.name: h for h in get_method(term.key).hparams}
+        for name, value in term.params.items():
+            if name not in specs:
+                raise ConfigError(f"methods[{i}].params.{name}",
+                                  f"unknown for {term.key!r}; allowed: {', '.join(specs) or 'none'}")
+            specs[name].check(value, f"methods[{i}].params.{name}")
+    _check_teacher_fast_path(cfg)
+
+
+def _check_teacher_fast_path(cfg: RunConfig) -> None:
+    """teacher_cache and a bf16 teacher stand in for the offline teacher's logits only: features and
+    other schemes' teachers are untouched by them, so asking for them there is an error, not a no-op."""
+    for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype == "bfloat16")):
+        if not on or cfg.role == "teacher":
+            continue
+        if cfg.scheme != "offline":
+            raise ConfigError(fname, f"applies to the offline scheme's frozen teacher only, not {cfg.scheme!r}; "
+                              "turn it off for this scheme")
+        feature = [t.key for t in cfg.methods if not get_method(t.key).needs <= {"logits"}]
+        if feature:
+            raise ConfigError(fname, f"works with methods that read only the teacher's logits; {', '.join(feature)} "
+                              "read its features. Turn it off, or use response methods (kd, dkd, ...)")
+
+
+def _fill_defaults(cfg: RunConfig) -> None:
+    """Resolve every None that has a dataset default, so the stored config reproduces the run."""
+    spec = get_dataset_spec(cfg.dataset)
+    r = spec.recipe
+    if cfg.role == "teacher":
+        cfg.methods = []   # a teacher learns from labels alone
+    cfg.teacher = cfg.teacher or spec.default_teacher
+    cfg.student = cfg.student or spec.default_student
+    cfg.epochs = cfg.epochs or r["epochs"]
+    cfg.teacher_epochs = cfg.teacher_epochs or r["teacher_epochs"]
+    cfg.batch_size = cfg.batch_size or r["batch_size"]
+    if cfg.lr is None:
+        cfg.lr = r["lr"] if cfg.optimizer == "sgd" else 1e-3
+    if cfg.probe_epochs is None:
+        cfg.probe_epochs = sorted({0, cfg.epochs // 4, cfg.epochs // 2, cfg.epochs})
+    if cfg.data_root is None and spec.default_root:
+        cfg.data_root = spec.default_root
+    if cfg.teacher_dtype == "auto":   # stored resolved, so the run says what it did
+        cfg.teacher_dtype = auto_teacher_dtype(cfg)
+
+
+def teacher_recipe(cfg: RunConfig, arch: str | None = None) -> RunConfig:
+    """The resolved recipe a teacher of `cfg` is trained with: a run of its own, reused whenever it matches.
+
+    Only the data and the teacher's epochs come from the student's config; the optimisation is the
+    dataset's recipe, so students tried with other learning rates or batch sizes share one teacher."""
+    cfg = resolve(cfg)
+    tcfg = RunConfig(
+        name=None, role="teacher", dataset=cfg.dataset, data_root=cfg.data_root, image_size=cfg.image_size,
+        augment=cfg.augment, student=arch or cfg.teacher, teacher=None, methods=[], scheme="offline",
+        epochs=cfg.teacher_epochs, teacher_epochs=cfg.teacher_epochs, seed=0, device=cfg.device,
+        amp=cfg.amp, probe_epochs=[], probe_size=0)
+    tcfg.allow_custom_code = cfg.allow_custom_code   # a custom teacher is the same trusted user's code
+    return resolve(tcfg)
+
+
+def default_teacher_recipe(dataset: str, data_root: str | None = None) -> RunConfig:
+    """The recipe of the dataset's default teacher (what a bundled teacher file was trained with)."""
+    return teacher_recipe(RunConfig(dataset=dataset, data_root=data_root))
+
+
+def recipe_hash(cfg: RunConfig) -> str:
+    """What identifies a trained model's recipe: runs (and bundled files) with the same hash are interchangeable."""
+    blob = json.dumps({k: getattr(cfg, k) for k in RECIPE_KEYS}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
