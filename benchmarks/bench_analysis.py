@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.analysis import attention as A  # noqa: E402
-from explorer.analysis import cka as C  # noqa: E402
+from explorer.analysis import cka_stages as CS  # noqa: E402
 from explorer.analysis import relations as R  # noqa: E402
 
 TEACHER_SHAPES = [(16, 32, 32), (32, 32, 32), (64, 16, 16), (128, 8, 8)]
@@ -121,15 +121,15 @@ def bench_cka_variants(ft, fs, repeats: int, reference: bool = False) -> bool:
     """The linear CKA matrix as the app computes it (against the 1 s target), then, for information: exact
     float64 Grams (reference=True), cached teacher Grams, and bf16 Gram products."""
     ok = report("cka_matrix(kind='linear') [float32 Gram products, default]",
-                timed(lambda: C.cka_matrix(ft, fs), repeats), 1.0)
+                timed(lambda: CS.cka_matrix(ft, fs), repeats), 1.0)
     if reference:
         report("cka_matrix(kind='linear', gram_dtype=float64) [reference]",
-               timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.float64), 1), 1.0)
-    gt = C.stage_grams(ft)
-    report("cka_matrix(cached teacher StageGrams, student features)", timed(lambda: C.cka_matrix(gt, fs), repeats), 1.0)
+               timed(lambda: CS.cka_matrix(ft, fs, gram_dtype=torch.float64), 1), 1.0)
+    gt = CS.stage_grams(ft)
+    report("cka_matrix(cached teacher StageGrams, student features)", timed(lambda: CS.cka_matrix(gt, fs), repeats), 1.0)
     del gt
     report("cka_matrix(kind='linear', gram_dtype=bfloat16) [opt-in, ~1e-4 error]",
-           timed(lambda: C.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), repeats), 1.0)
+           timed(lambda: CS.cka_matrix(ft, fs, gram_dtype=torch.bfloat16), repeats), 1.0)
     return ok
 
 
@@ -170,8 +170,8 @@ def real(args) -> bool:
               f"({sum(p.numel() for p in teacher.parameters()) / 1e6:.2f} M params) -> resnet20 student "
               f"({sum(p.numel() for p in student.parameters()) / 1e6:.2f} M); seeded random weights")
         t0 = time.perf_counter()
-        ft = C.features_for(teacher, x, list(ts.stages) + [ts.embedding], batch_size=250)
-        fs = C.features_for(student, x, list(ss.stages) + [ss.embedding], batch_size=250)
+        ft = CS.features_for(teacher, x, list(ts.stages) + [ts.embedding], batch_size=250)
+        fs = CS.features_for(student, x, list(ss.stages) + [ss.embedding], batch_size=250)
         et, es = ft.pop(ts.embedding).flatten(1), fs.pop(ss.embedding).flatten(1)
         print(f"   features collected in {time.perf_counter() - t0:.2f} s (forward passes; not part of a target)")
         print(f"   teacher stages {[(k, tuple(v.shape[1:])) for k, v in ft.items()]}")
@@ -179,7 +179,7 @@ def real(args) -> bool:
 
         print(f"1. linear CKA, {len(ft)} teacher x {len(fs)} student stages, n={n}")
         ok &= bench_cka_variants(ft, fs, args.repeats)
-        print(f"   (CKA of the deepest pair {C.cka_matrix(ft, fs).iloc[-1, -1]:.3f}: random weights, a sanity "
+        print(f"   (CKA of the deepest pair {CS.cka_matrix(ft, fs).iloc[-1, -1]:.3f}: random weights, a sanity "
               "check only)")
         del ft, fs
 
@@ -206,19 +206,19 @@ def synthetic(args) -> bool:
     fs = synthetic_stages(STUDENT_SHAPES, args.n, 1)
     ok &= bench_cka_variants(ft, fs, args.repeats, reference=True)
     report("cka_matrix(kind='minibatch', batch_size=250)",
-           timed(lambda: C.cka_matrix(ft, fs, kind="minibatch", batch_size=250), 1), 1.0)
+           timed(lambda: CS.cka_matrix(ft, fs, kind="minibatch", batch_size=250), 1), 1.0)
     del ft, fs
 
     teacher, student, what = zoo_pair()
     if args.zoo_cka:
         x = torch.randn(args.n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
-        ft = C.features_for(teacher, x, teacher.kd_stages, batch_size=250)
-        fs = C.features_for(student, x, student.kd_stages, batch_size=250)
+        ft = CS.features_for(teacher, x, teacher.kd_stages, batch_size=250)
+        fs = CS.features_for(student, x, student.kd_stages, batch_size=250)
         print(f"   {what}: features for {args.n} inputs collected in {time.perf_counter() - t0:.2f} s "
               f"(not part of the target); teacher {[tuple(v.shape[1:]) for v in ft.values()]}")
         ok &= report(f"cka_matrix on real {what} features",
-                     timed(lambda: C.cka_matrix(ft, fs), args.repeats), 1.0)
+                     timed(lambda: CS.cka_matrix(ft, fs), args.repeats), 1.0)
         del ft, fs
 
     # --- 2. attention maps -------------------------------------------------------------------

@@ -20,9 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # run from a checkout without installing
 
-from explorer import RunConfig, Store, run  # noqa: E402
-from explorer import app_state as S  # noqa: E402
+from explorer import RunConfig, Store, run, teachers  # noqa: E402
 from explorer import analysis as A  # noqa: E402
+from explorer.app import analysis as S  # noqa: E402   (the app's logic: no Streamlit)
+from explorer.app import form as F  # noqa: E402
+from explorer.app import runs as R  # noqa: E402
 from explorer import plots as P  # noqa: E402
 from explorer.models.outputs import TapSpecs  # noqa: E402
 
@@ -48,11 +50,11 @@ probe = probes[-1]                                                        # the 
 models = S.rebuild_models(store, kd_run)        # {"student", "teacher"}: CPU, eval, weights-only
 teacher, student = models["teacher"], models["student"]
 if teacher is None:
-    sys.exit(f"run {kd_run['id']}: its teacher ({kd_run.get('teacher_run')!r}) cannot be rebuilt")
+    sys.exit(f"run {kd_run['id']}: its teacher ({teachers.of_run(kd_run)}) cannot be rebuilt")
 
 # The same recipe without distillation (the app's comparison run): reuse it or train it once.
-alone_cfg = S.comparison_config(cfg)
-alone_run = S.find_same_run(store, alone_cfg) or store.get_run(run(alone_cfg)["run_id"])
+alone_cfg = F.comparison_config(cfg)
+alone_run = F.find_same_run(store, alone_cfg) or store.get_run(run(alone_cfg)["run_id"])
 alone = S.rebuild_models(store, alone_run)["student"]
 
 out = Path(args.out) if args.out else Path(kd_run["run_dir"]) / "figures"
@@ -73,13 +75,13 @@ def save(fig, name: str, **numbers: float) -> None:
 print(f"figures -> {out}")
 
 # %% Training curves: distilled vs student alone
-curves = S.compare_metrics(store, [kd_run["id"], alone_run["id"]])      # adds a run-label column
+curves = R.compare_metrics(store, [kd_run["id"], alone_run["id"]])      # adds a run-label column
 final = curves[curves["name"] == "val/acc"].sort_values("epoch").groupby("run_id")["value"].last()
 save(P.training_curves(curves, names=["val/acc", "train/loss"]), "training_curves",
      val_acc_kd=final[kd_run["id"]], val_acc_alone=final[alone_run["id"]])
 
 # %% Where they look: AT maps and Grad-CAM of the final models (one forward + backward per model)
-pairs = S.stage_pairs(probe)                                             # (student stage, teacher stage)
+pairs = S.stage_pairs(probe, kd_run)            # (student stage, teacher stage): the pairs the run distilled
 xs, ys = x[:16], y[:16]
 tm = A.stage_maps(teacher, xs, [t for _, t in pairs], target=ys)
 sm = A.stage_maps(student, xs, [s for s, _ in pairs], target=ys)
@@ -112,7 +114,7 @@ save(P.distillation_comparison(xs[0], tm["gradcam"][t_last][0], am[0], sm["gradc
 # %% Feature similarity: CKA of every stage pair (final probe) and of matched stages over training
 cka = A.cka_matrix(probe["teacher"], probe["student"])                  # rows teacher, cols student
 save(P.cka_heatmap(cka), "cka_heatmap", cka_last_matched=float(cka.loc[t_last, s_last]))
-over = A.cka_over_epochs(kd_run["run_dir"], errors="nan")
+over = A.cka_over_epochs(kd_run["run_dir"], pairs=pairs, errors="nan")           # the distilled pairs
 last = over[over["pair"] == over["pair"].iloc[-1]].sort_values("epoch")
 save(P.cka_over_epochs_figure(over), "cka_over_epochs",
      cka_last_pair_first_epoch=float(last["cka"].iloc[0]), cka_last_pair_final=float(last["cka"].iloc[-1]))

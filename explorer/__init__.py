@@ -8,8 +8,8 @@ def __getattr__(name):
         from . import config
         return getattr(config, name)
     if name in ("run", "Trainer"):
-        from . import train
-        return getattr(train, name)
+        from . import engine
+        return getattr(engine, name)
     if name == "Store":
         from .store import Store
         return Store

@@ -1,10 +1,17 @@
-"""kd-explorer: the command line over the engine (same as `python -m explorer`)."""
+"""kd-explorer: the command line over the engine (same as `python -m explorer`).
+
+The `run` subcommand's flags are generated from RunConfig's field declarations (FIELD_SPECS), so a new
+field is a new flag with its range in `--help`; checking them is recipes.resolve's job, done once.
+Only the declarations are imported up front: the registries and the engine load when a command needs them.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
+
+from .config import FIELD_SPECS
+from .errors import ConfigError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -28,42 +35,69 @@ def _progress_printer(json_mode: bool):
     return on_event
 
 
+def _list_of(cast, name: str):
+    def parse(text: str) -> list:
+        return [cast(v) for v in text.split(",") if v]
+    parse.__name__ = name   # argparse names the type in its error: "invalid A,B,C value"
+    return parse
+
+
+def _pair(text: str) -> list[int]:
+    student, _, teacher = text.partition(":")
+    return [int(student), int(teacher)]
+
+
+# kind -> (argparse type, metavar); lists are comma-separated on the command line
+FLAG_TYPES = {"int": (int, "N"), "float": (float, "X"), "str": (str, None), "device": (str, "DEVICE"),
+              "names": (_list_of(str, "A,B,C"), "A,B,C"), "ints": (_list_of(int, "N,N"), "N,N"),
+              "pairs": (_list_of(_pair, "S:T,S:T"), "S:T,S:T")}
+
+
+def _field_help(spec) -> str:
+    """The field's help, what it allows (a registry's keys, a range or choices) and its default."""
+    allowed = (", ".join(_registry(spec.registry).list()) if spec.registry
+               else "" if spec.kind == "bool" else spec.range_text())
+    default = "" if spec.default in (None, [], {}) else f" (default: {spec.default})"
+    return (spec.help + (f". Allowed: {allowed}" if allowed else "") + default).replace("%", "%%")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Writes a field flag's help from its spec only when help is shown: a registry's keys import every
+    method, scheme and model (~2 s), which parsing a command must not pay."""
+
+    def _get_help_string(self, action):
+        if action.dest in FIELD_SPECS:
+            return _field_help(FIELD_SPECS[action.dest])
+        if action.dest == "method":   # --method is not a field's flag, but names methods
+            return f"{action.help}. Allowed: {', '.join(_registry('methods').list())}"
+        return super()._get_help_string(action)
+
+
+def _registry(kind: str):
+    from .recipes import REGISTRIES
+    return REGISTRIES[kind]
+
+
 def _add_run_args(p: argparse.ArgumentParser):
     p.add_argument("--config", help="YAML or JSON run config; flags override its fields")
-    p.add_argument("--dataset")
-    p.add_argument("--data-root", dest="data_root")
-    p.add_argument("--teacher")
-    p.add_argument("--teacher-ckpt", dest="teacher_ckpt")
-    p.add_argument("--student")
-    for who in ("teacher", "student"):   # models outside the zoo name the modules whose outputs are stages
-        p.add_argument(f"--{who}-stages", dest=f"{who}_stages", type=lambda v: [s for s in v.split(",") if s],
-                       metavar="A,B,C", help=f"the {who}'s stage modules, shallow to deep, e.g. layer1,layer2,layer3")
     p.add_argument("--method", action="append", dest="method",
-                   help="knowledge term(s): kd, at, kd+at ... or none; repeatable")
-    p.add_argument("--weight", action="append", default=[], metavar="KEY=W", help="a method's weight, e.g. at=1000")
+                   help="knowledge term(s), the `methods` field: kd, at, kd+at ... or none; repeatable")
+    p.add_argument("--weight", action="append", default=[], metavar="KEY=W",
+                   help="a method's weight (methods[].weight), e.g. at=1000")
     p.add_argument("--param", action="append", default=[], metavar="KEY.NAME=V",
-                   help="a method or scheme hyperparameter, e.g. kd.temperature=8 or dml.peers=3")
-    p.add_argument("--ce-weight", dest="ce_weight", type=float)
-    p.add_argument("--scheme")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--teacher-epochs", dest="teacher_epochs", type=int)
-    p.add_argument("--n-train", dest="n_train", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer")
-    p.add_argument("--schedule")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--name")
-    speed = p.add_argument_group("speed options (docs/performance.md)")
-    speed.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    speed.add_argument("--teacher-dtype", dest="teacher_dtype", help="float32 | bfloat16 | auto (logit-only methods)")
-    speed.add_argument("--teacher-cache", dest="teacher_cache", action=argparse.BooleanOptionalAction, default=None,
-                       help="reuse the frozen teacher's logits per (sample, augmented view)")
-    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+                   help="a method or scheme hyperparameter (methods[].params, scheme_params), e.g. kd.temperature=8 "
+                        "or dml.peers=3; `kd-explorer methods` / `kd-explorer schemes` list each one's range")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     _add_custom_code_flag(p)
+    fields = p.add_argument_group("run config fields (a flag overrides that field of --config; "
+                                  "speed options: docs/performance.md)")
+    for name, spec in FIELD_SPECS.items():
+        if spec.kind in ("methods", "mapping"):   # methods and scheme_params: --method, --weight, --param
+            continue
+        parse = (dict(action=argparse.BooleanOptionalAction) if spec.kind == "bool"   # --augment / --no-augment
+                 else dict(zip(("type", "metavar"), FLAG_TYPES[spec.kind])))
+        # default None: only the flags given override the --config file; the help shown is _HelpFormatter's
+        fields.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=spec.help, **parse)
 
 
 def _add_custom_code_flag(p: argparse.ArgumentParser):
@@ -73,17 +107,13 @@ def _add_custom_code_flag(p: argparse.ArgumentParser):
 
 
 def config_from_args(args) -> "RunConfig":
-    from .config import ConfigError, RunConfig, _parse_methods
+    """The --config file's fields, overridden by the flags given, resolved once (recipes.resolve)."""
+    from .config import RunConfig, parse_methods
+    from .recipes import resolve
     data = RunConfig.load(args.config, args.allow_custom_code).to_dict() if args.config else {}
-    for field in ("dataset", "data_root", "teacher", "teacher_ckpt", "student", "teacher_stages", "student_stages",
-                  "ce_weight", "scheme", "epochs",
-                  "teacher_epochs", "n_train", "batch_size", "lr", "optimizer", "schedule", "seed", "device",
-                  "augment", "name", "channels_last", "teacher_dtype", "teacher_cache", "compile"):
-        value = getattr(args, field, None)
-        if value is not None:
-            data[field] = value
+    data.update({name: v for name in FIELD_SPECS if (v := getattr(args, name, None)) is not None})
     if args.method:
-        data["methods"] = [t.__dict__ for m in args.method for t in _parse_methods(m)]
+        data["methods"] = [vars(t) for m in args.method for t in parse_methods(m)]
     methods = {m["key"] if isinstance(m, dict) else m: m for m in data.get("methods", [{"key": "kd"}])}
     methods = {k: (m if isinstance(m, dict) else {"key": k}) for k, m in methods.items()}
     for item in args.weight:
@@ -111,7 +141,7 @@ def config_from_args(args) -> "RunConfig":
     data["methods"] = list(methods.values())
     if scheme_params:
         data["scheme_params"] = scheme_params
-    return RunConfig.from_dict(data, allow_custom_code=args.allow_custom_code)
+    return resolve(data, allow_custom_code=args.allow_custom_code)
 
 
 def _parse_scalar(raw: str):
@@ -128,7 +158,8 @@ def _parse_scalar(raw: str):
 
 def cmd_run(args) -> int:
     from .distributed import is_main
-    from .train import RunFailed, Trainer
+    from .engine import Trainer
+    from .errors import RunFailed
     cfg = config_from_args(args)
     try:
         result = Trainer(cfg, on_event=_progress_printer(args.json)).run()
@@ -149,8 +180,7 @@ def _print_result(result: dict, as_json: bool) -> int:
     if as_json:
         print(json.dumps(result))
     else:
-        acc = result.get("test_acc")
-        t = result.get("teacher_acc")
+        acc, t = result.get("test_acc"), result.get("teacher_acc")
         print(f"run {result['run_id']}: {result['status']}"
               + (f"  test_acc={acc:.4f}" if acc is not None else "")
               + (f"  teacher_acc={t:.4f}" if t is not None else "") + f"  ({result['seconds']:.1f} s)")
@@ -158,16 +188,16 @@ def _print_result(result: dict, as_json: bool) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .config import RunConfig
+    from .engine import Trainer
+    from .recipes import resolve
     from .store import Store
-    from .train import Trainer
     store = Store()
     run = store.get_run(args.run)
     if run["status"] not in ("interrupted", "failed", "cancelled"):
         print(f"run {run['id']} is {run['status']}; only interrupted, failed or cancelled runs resume", file=sys.stderr)
         return EXIT_USAGE
     store.update_run(run["id"], cancel_requested=0)
-    cfg = RunConfig.from_dict(run["config"], allow_custom_code=args.allow_custom_code)
+    cfg = resolve(run["config"], allow_custom_code=args.allow_custom_code)
     result = Trainer(cfg, store, on_event=_progress_printer(args.json)).run(run["id"], resume=True)
     return _print_result(result, args.json)
 
@@ -215,49 +245,37 @@ def cmd_cancel(args) -> int:
     return 0
 
 
-def _registry_cmd(describe_all, title):
-    def cmd(args) -> int:
-        items = describe_all()
-        if args.json:
-            print(json.dumps(items))
-        else:
-            for d in items:
-                print(f"{d['key']:<14} {d['category']:<10} {d['name']:<36} {d.get('authors', '').split(',')[0]} "
-                      f"{d.get('year') or ''}")
-        return 0
-    return cmd
+def _paper_line(d: dict) -> str:   # methods and schemes
+    return f"{d['key']:<14} {d['category']:<10} {d['name']:<36} {d['authors'].split(',')[0]} {d['year'] or ''}"
 
 
-def _describe_methods():
-    from .kd import get_method, list_methods
-    return [get_method(k).describe() for k in list_methods()]
+def _model_rows() -> list[dict]:
+    from .models import model_info
+    return [{**d, **model_info(d["name"], 10, 3, 32)} for d in _registry("models").describe_all()]
 
 
-def _describe_schemes():
-    from .schemes import get_scheme, list_schemes
-    return [get_scheme(k).describe() for k in list_schemes()]
+def _model_line(r: dict) -> str:
+    return (f"{r['name']:<12} {r['family']:<10} {r['params'] / 1e6:7.3f} M params {r['flops'] / 1e6:9.1f} MFLOPs "
+            "(3x32x32)")
 
 
-def cmd_models(args) -> int:
-    from .models import list_models, model_info
-    rows = [model_info(n, 10, 3, 32) for n in list_models()]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['name']:<12} {r['family']:<10} {r['params'] / 1e6:7.3f} M params {r['flops'] / 1e6:9.1f} MFLOPs (3x32x32)")
-    return 0
+def _dataset_line(r: dict) -> str:
+    return f"{r['name']:<14} {r['default_teacher']:>10} -> {r['default_student']:<10} {r['description']}"
 
 
-def cmd_datasets(args) -> int:
-    from .data import get_dataset_spec, list_datasets
-    rows = [{"name": n, "description": get_dataset_spec(n).description, "default_teacher": get_dataset_spec(n).default_teacher,
-             "default_student": get_dataset_spec(n).default_student} for n in list_datasets()]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for r in rows:
-            print(f"{r['name']:<14} {r['default_teacher']:>10} -> {r['default_student']:<10} {r['description']}")
+# command: (what it lists, its rows, one printed line per row); the rows are the registry's describe_all
+LISTINGS = {
+    "methods": ("the knowledge-distillation methods", lambda: _registry("methods").describe_all(), _paper_line),
+    "schemes": ("the schemes and algorithms", lambda: _registry("schemes").describe_all(), _paper_line),
+    "models": ("the model zoo with parameters and FLOPs", _model_rows, _model_line),
+    "datasets": ("the datasets", lambda: _registry("datasets").describe_all(), _dataset_line),
+}
+
+
+def cmd_list(args) -> int:
+    _, rows, line = LISTINGS[args.command]
+    items = rows()
+    print(json.dumps(items) if args.json else "\n".join(map(line, items)))
     return 0
 
 
@@ -267,7 +285,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data.readers import download_cifar
+    from .data.cifar import download_cifar
     try:
         folder = download_cifar(args.folder, 10 if args.dataset == "cifar10" else 100)
     except OSError as e:   # no network, a proxy, a full disk: say which, keep the traceback out
@@ -286,52 +304,37 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kd-explorer", description="Explore knowledge distillation: train, distill, compare.")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train a student (and its teacher if needed) and record the run")
-    _add_run_args(r)
-    r.set_defaults(func=cmd_run)
-    r = sub.add_parser("resume", help="resume an interrupted run from its last checkpoint")
+
+    def command(name, func, help, json=True, **kw):
+        r = sub.add_parser(name, help=help, **kw)
+        if json:
+            r.add_argument("--json", action="store_true")
+        r.set_defaults(func=func)
+        return r
+
+    _add_run_args(command("run", cmd_run, "train a student (and its teacher if needed) and record the run",
+                          json=False, formatter_class=_HelpFormatter))   # its --json has help of its own
+    r = command("resume", cmd_resume, "resume an interrupted run from its last checkpoint")
     r.add_argument("run")
-    r.add_argument("--json", action="store_true")
     _add_custom_code_flag(r)
-    r.set_defaults(func=cmd_resume)
-    r = sub.add_parser("runs", help="list recorded runs")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_runs)
-    r = sub.add_parser("show", help="one run: config, summary, per-epoch metrics")
-    r.add_argument("run")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_show)
-    r = sub.add_parser("cancel", help="ask a running run to stop (it keeps its partial record)")
-    r.add_argument("run")
-    r.set_defaults(func=cmd_cancel)
-    for name, fn, helptext in (("methods", _describe_methods, "the knowledge-distillation methods"),
-                               ("schemes", _describe_schemes, "the schemes and algorithms")):
-        r = sub.add_parser(name, help=f"list {helptext}")
-        r.add_argument("--json", action="store_true")
-        r.set_defaults(func=_registry_cmd(fn, name))
-    r = sub.add_parser("models", help="list the model zoo with parameters and FLOPs")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_models)
-    r = sub.add_parser("datasets", help="list the datasets")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_datasets)
-    r = sub.add_parser("app", help="start the Streamlit app (localhost)")
+    command("runs", cmd_runs, "list recorded runs")
+    command("show", cmd_show, "one run: config, summary, per-epoch metrics").add_argument("run")
+    command("cancel", cmd_cancel, "ask a running run to stop (it keeps its partial record)", json=False).add_argument("run")
+    for name, (what, _, _) in LISTINGS.items():
+        command(name, cmd_list, f"list {what}")
+    r = command("app", cmd_app, "start the Streamlit app (localhost)", json=False)
     r.add_argument("--host", default="127.0.0.1")
     r.add_argument("--port", type=int, default=8501)
-    r.set_defaults(func=cmd_app)
-    r = sub.add_parser("download", help="fetch the CIFAR python batches once (checksum-verified)")
+    r = command("download", cmd_download, "fetch the CIFAR python batches once (checksum-verified)", json=False)
     r.add_argument("dataset", choices=["cifar10", "cifar100"])
     r.add_argument("folder")
-    r.set_defaults(func=cmd_download)
-    r = sub.add_parser("bench", help="benchmarks: methods | schemes | throughput (see `kd-explorer bench methods -h`)")
-    r.add_argument("bench_args", nargs=argparse.REMAINDER)
-    r.set_defaults(func=cmd_bench)
+    command("bench", cmd_bench, "benchmarks: methods | schemes | throughput (see `kd-explorer bench methods -h`)",
+            json=False).add_argument("bench_args", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CheckpointError
-    from .config import ConfigError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

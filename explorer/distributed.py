@@ -35,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import ConfigError
+
 TIMEOUT = timedelta(minutes=60)   # rank 0 evaluates and writes checkpoints while the others wait at a collective
 
 
@@ -64,7 +66,6 @@ class Dist:
                                                 if isinstance(getattr(batch, f.name), torch.Tensor)})
 
     def check_batch_size(self, batch_size: int) -> None:
-        from .config import ConfigError
         if batch_size % self.world_size:
             lo = batch_size - batch_size % self.world_size
             raise ConfigError("batch_size", f"{batch_size} is the global batch and must divide by the "
@@ -174,7 +175,6 @@ def setup(device: str = "auto") -> Dist | None:
     if _DIST is not None or not launched():
         return _DIST
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    from .config import ConfigError
     if device == "mps":
         raise ConfigError("device", "distributed runs use CPU (gloo) or CUDA GPUs (NCCL), not mps; use --device cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -22,7 +22,13 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from .config import RunConfig
+from .device import resolve_device
+from .engine import Trainer
+from .errors import RunFailed, explain
+from .recipes import recipe_hash, resolve
 from .store import FINAL, Store, safe_name
 
 IDLE_EXIT_S = float(os.environ.get("KD_EXPLORER_WORKER_IDLE_S", 3.0))   # a worker exits after this long idle
@@ -32,11 +38,9 @@ RESUMABLE = ("interrupted", "failed", "cancelled")
 
 # ---------------------------------------------------------------------- the API the app calls
 def submit(config: RunConfig | dict, store: Store | None = None) -> str:
-    """Queue a run (defaults filled, so the stored config reproduces it) and make sure a worker serves it."""
-    from .train import fill_defaults, recipe_hash
+    """Queue a run (resolved, so the stored config reproduces it) and make sure a worker serves it."""
     store = store or Store()
-    cfg = RunConfig.from_dict(config) if isinstance(config, dict) else config
-    cfg = fill_defaults(cfg)
+    cfg = resolve(config)
     device = device_key(cfg.device)
     run_id = store.create_run(cfg.to_dict(), status="queued",
                               recipe_hash=recipe_hash(cfg) if cfg.role == "teacher" else None)
@@ -50,11 +54,7 @@ def cancel(run_id: str, store: Store | None = None) -> str:
     Returns the status the run has now ("cancelled"; "running" while it winds down; else already final)."""
     store = store or Store()
     run = store.get_run(run_id)
-    with store._tx() as db:
-        done = db.execute("UPDATE runs SET status='cancelled', message='cancelled before it started', "
-                          "finished=?, updated=? WHERE id=? AND status='queued' AND queued_at IS NOT NULL",
-                          (time.time(), time.time(), run["id"])).rowcount
-    if done:
+    if store.cancel_queued(run["id"], "cancelled before it started"):
         return "cancelled"
     run = store.get_run(run["id"])
     if run["status"] not in FINAL:   # running (or a CLI run about to start): its trainer stops itself
@@ -67,12 +67,7 @@ def resume(run_id: str, store: Store | None = None) -> str:
     store = store or Store()
     run = store.get_run(run_id)
     device = device_key(run["config"].get("device", "auto"))
-    with store._tx() as db:
-        n = db.execute(
-            f"UPDATE runs SET status='queued', resume=1, cancel_requested=0, message='', worker_pid=NULL, "
-            f"finished=NULL, device=?, queued_at=?, updated=? WHERE id=? AND status IN ({','.join('?' * len(RESUMABLE))})",
-            (device, time.time(), time.time(), run["id"], *RESUMABLE)).rowcount
-    if not n:
+    if not store.requeue(run["id"], device, RESUMABLE):
         raise ValueError(f"run {run['id']} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
     ensure_worker(device, store)
     return run["id"]
@@ -114,11 +109,7 @@ def recover(store: Store | None = None) -> list[str]:
         done = f"after epoch {max(epochs)}" if epochs else "before its first epoch ended"
         msg = (f"interrupted: its process (pid {run['worker_pid']}) stopped {done}. Resume it from its last "
                f"checkpoint with `kd-explorer resume {run['id']}` (or resume it from the app).")
-        with store._tx() as db:   # only if nobody changed it meanwhile
-            n = db.execute("UPDATE runs SET status='interrupted', message=?, finished=?, updated=? "
-                           "WHERE id=? AND status='running' AND worker_pid IS ?",
-                           (msg, time.time(), time.time(), run["id"], run["worker_pid"])).rowcount
-        if n:
+        if store.mark_interrupted(run["id"], run["worker_pid"], msg):   # only if nobody changed it meanwhile
             marked.append(run["id"])
     # after the checks above released any lock they probed, so a submit racing with us is served too
     for device in sorted({r["device"] for r in store.list_runs(status="queued") if r["queued_at"] is not None}):
@@ -161,7 +152,6 @@ def device_key(name: str) -> str:
     """The queue a config's device belongs to: 'auto' resolved here, 'cuda' = 'cuda:0'. Never raises:
     an unavailable device fails in the worker with the trainer's message."""
     if name == "auto":
-        from .train import resolve_device
         name = resolve_device("auto").type
     return "cuda:0" if name == "cuda" else name
 
@@ -181,13 +171,12 @@ def worker(device: str, lock_fd: int | None = None, idle_exit_s: float = IDLE_EX
     if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # leave one core to the app and the browser: on 2 cores, a 2-thread worker that shares a core
         # with them runs 3-5x slower than a 1-thread one (OpenMP threads wait on a descheduled partner)
-        import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill` ends the run as interrupted, not half-written
     _log(f"worker {os.getpid()} serves {device} (home {store.home})")
     idle_since = time.monotonic()
     while True:
-        run = _claim(store, device)
+        run = store.claim_next(device, os.getpid())
         if run is not None:
             _execute(store, run)
             idle_since = time.monotonic()
@@ -197,7 +186,7 @@ def worker(device: str, lock_fd: int | None = None, idle_exit_s: float = IDLE_EX
             # Release first, then look once more: a submit that saw our lock held before we released
             # has its run in the queue by now, so we either see it here or its spawner got the lock.
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
-            if not _has_queued(store, device):
+            if not store.has_queued(device):
                 break
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -209,21 +198,7 @@ def worker(device: str, lock_fd: int | None = None, idle_exit_s: float = IDLE_EX
     return 0
 
 
-def _claim(store: Store, device: str) -> dict | None:
-    """Atomically take the oldest queued run for this device (one write transaction)."""
-    with store._tx() as db:
-        row = db.execute("SELECT id FROM runs WHERE status='queued' AND device=? AND queued_at IS NOT NULL "
-                         "ORDER BY queued_at, created LIMIT 1", (device,)).fetchone()
-        if row is None:
-            return None
-        now = time.time()
-        db.execute("UPDATE runs SET status='running', worker_pid=?, started=?, updated=? WHERE id=?",
-                   (os.getpid(), now, now, row["id"]))
-    return store.get_run(row["id"])
-
-
 def _execute(store: Store, run: dict) -> None:
-    from .train import RunFailed, Trainer, explain
     _log(f"run {run['id']} starts{' (resuming)' if run['resume'] else ''}")
     try:
         result = Trainer(RunConfig.from_dict(run["config"]), store).run(run["id"], resume=bool(run["resume"]))
@@ -233,12 +208,6 @@ def _execute(store: Store, run: dict) -> None:
     except Exception as e:   # e.g. a stored config that no longer validates: record it, go on
         store.set_status(run["id"], "failed", message=explain(e))
         _log(f"run {run['id']} failed before training: {e}")
-
-
-def _has_queued(store: Store, device: str) -> bool:
-    with store._connect() as db:
-        return db.execute("SELECT 1 FROM runs WHERE status='queued' AND device=? AND queued_at IS NOT NULL LIMIT 1",
-                          (device,)).fetchone() is not None
 
 
 # ---------------------------------------------------------------------- liveness

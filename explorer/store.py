@@ -169,6 +169,52 @@ class Store:
             row = db.execute("SELECT cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
         return bool(row and row[0])
 
+    # ------------------------------------------------------------------ the job queue (explorer.jobs)
+    # A run is in the queue when queued with a queued_at; each change is one write transaction whose
+    # WHERE clause re-checks the state, so racing workers and sessions never both act on one run.
+    def claim_next(self, device: str, worker_pid: int) -> dict | None:
+        """Take the oldest run queued for `device` and mark it running by `worker_pid`."""
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM runs WHERE status='queued' AND device=? AND queued_at IS NOT NULL "
+                             "ORDER BY queued_at, created LIMIT 1", (device,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute("UPDATE runs SET status='running', worker_pid=?, started=?, updated=? WHERE id=?",
+                       (worker_pid, now, now, row["id"]))
+        return self.get_run(row["id"])
+
+    def has_queued(self, device: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM runs WHERE status='queued' AND device=? AND queued_at IS NOT NULL "
+                              "LIMIT 1", (device,)).fetchone() is not None
+
+    def cancel_queued(self, run_id: str, message: str) -> bool:
+        """Cancel the run if it is still waiting in the queue; False when it has started (or never queued)."""
+        now = time.time()
+        with self._tx() as db:
+            return db.execute("UPDATE runs SET status='cancelled', message=?, finished=?, updated=? "
+                              "WHERE id=? AND status='queued' AND queued_at IS NOT NULL",
+                              (message, now, now, run_id)).rowcount > 0
+
+    def requeue(self, run_id: str, device: str, statuses: Iterable[str]) -> bool:
+        """Put a run with one of `statuses` back at the end of `device`'s queue, to resume from its checkpoint."""
+        statuses = list(statuses)
+        now = time.time()
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE runs SET status='queued', resume=1, cancel_requested=0, message='', worker_pid=NULL, "
+                f"finished=NULL, device=?, queued_at=?, updated=? WHERE id=? AND status IN ({','.join('?' * len(statuses))})",
+                (device, now, now, run_id, *statuses)).rowcount > 0
+
+    def mark_interrupted(self, run_id: str, worker_pid: int | None, message: str) -> bool:
+        """Mark a running run interrupted, unless it changed meanwhile (another status or another process)."""
+        now = time.time()
+        with self._tx() as db:
+            return db.execute("UPDATE runs SET status='interrupted', message=?, finished=?, updated=? "
+                              "WHERE id=? AND status='running' AND worker_pid IS ?",
+                              (message, now, now, run_id, worker_pid)).rowcount > 0
+
     def delete_run(self, run_id: str) -> None:
         import shutil
         run = self.get_run(run_id)

@@ -106,7 +106,7 @@ def check_fits(path: str | Path, arch: str, num_classes: int, in_channels: int, 
 
 def describe_image_folder(folder: str | Path, image_size: int = 32) -> dict:
     """What the folder reader makes of an unpacked upload: images read, classes, and files skipped (with why)."""
-    from .data.readers import load_image_folder
+    from .data.image_folder import load_image_folder
     folder = Path(folder)
     raw = load_image_folder(folder, image_size)
     refused = json.loads((folder / SKIPPED_FILE).read_text()) if (folder / SKIPPED_FILE).is_file() else []

@@ -2,9 +2,9 @@
 metrics (CSV) and configs (YAML), cancel, resume or delete them."""
 import streamlit as st
 
-from explorer import app_state as S
-from explorer import app_widgets as W
 from explorer import jobs
+from explorer.app import runs as R
+from explorer.app import widgets as W
 from explorer.kd import list_methods
 from explorer.plots import training_curves
 from explorer.plots.app_extras import gap_bars
@@ -13,10 +13,10 @@ from explorer.store import STATUSES
 store = W.setup_page("Runs")
 st.title("Runs")
 
-everything = S.runs_table(store)
+everything = R.runs_table(store)
 if everything.empty:
     st.info("No runs yet. Launch one on the **Train** page, or with one click on **Home**.")
-    st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link(W.TRAIN, label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 c1, c2, c3 = st.columns(3)
@@ -24,7 +24,7 @@ datasets = c1.multiselect("Dataset", sorted(everything["dataset"].dropna().uniqu
 statuses = c2.multiselect("Status", list(STATUSES), key="runs.status")
 methods = c3.multiselect("Method", list_methods() + ["none"], key="runs.method",
                          help="runs using any of these knowledge terms ('none': the student alone)")
-df = S.runs_table(store, datasets, statuses, methods)
+df = R.runs_table(store, datasets, statuses, methods)
 st.dataframe(df, hide_index=True, key="runs.table", column_config={
     "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
     "teacher_acc": st.column_config.NumberColumn("teacher acc", format="%.4f"),
@@ -39,7 +39,7 @@ if not selected:
 
 curves, final, export, manage = st.tabs(["Curves", "Final accuracy", "Export", "Manage"])
 with curves:
-    long = S.compare_metrics(store, selected)
+    long = R.compare_metrics(store, selected)
     names = sorted(set(long["name"])) if not long.empty else []
     want = [n for n in ("val/acc", "train/loss", "train/acc") if n in names]
     pick = st.multiselect("Metrics", names, default=want, key="runs.metrics")
@@ -48,16 +48,18 @@ with curves:
     else:
         st.caption("No epoch metrics recorded for these runs yet.")
 with final:
-    rows = S.gap_rows(store, selected)
+    rows = R.gap_rows(store, selected)
     if rows:
         W.chart(gap_bars(rows), key="runs.gap")
-    summary = [{"run": S.run_label(r), **{k: v for k, v in r["summary"].items() if not isinstance(v, (dict, list))}}
+    own = {r["id"]: (r["teacher"] or "–").replace("<br>", " ") for r in rows if r["kind"] != "teacher"}
+    summary = [{"run": R.run_label(r), "compared with": own.get(r["id"], "–"),
+                **{k: v for k, v in r["summary"].items() if not isinstance(v, (dict, list))}}
                for r in (store.get_run(i) for i in selected)]
     st.dataframe(summary, hide_index=True)
 with export:
-    st.download_button("Metrics (CSV)", S.metrics_csv(store, selected), file_name="kd-explorer-metrics.csv",
+    st.download_button("Metrics (CSV)", R.metrics_csv(store, selected), file_name="kd-explorer-metrics.csv",
                        mime="text/csv", key="runs.csv")
-    st.download_button("Config (YAML)", S.configs_yaml(store, selected), file_name="kd-explorer-config.yaml",
+    st.download_button("Config (YAML)", R.configs_yaml(store, selected), file_name="kd-explorer-config.yaml",
                        mime="application/x-yaml", key="runs.yaml",
                        help="`kd-explorer run --config FILE` reruns it (one run per file)")
 with manage:
@@ -73,7 +75,7 @@ with manage:
             if r["status"] in jobs.RESUMABLE:
                 jobs.resume(r["id"], store)
         st.session_state["active_runs"] = [r["id"] for r in runs if r["status"] in jobs.RESUMABLE]
-        st.switch_page("pages/1_Train.py")
+        st.switch_page(W.TRAIN)
     if c3.button("Open in Train", key="runs.open", disabled=len(runs) != 1,
                  help="the Train page, filled in with this run's config"):
         W.open_in_train(runs[0]["config"])

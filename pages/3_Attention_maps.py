@@ -3,8 +3,11 @@ Grad-CAM and saliency from the final models; and the mean map of every class."""
 import numpy as np
 import streamlit as st
 
-from explorer import app_state as S
-from explorer import app_widgets as W
+from explorer import teachers
+from explorer.app import cache as C
+from explorer.app import widgets as W
+from explorer.app.analysis import stage_pairs, subset
+from explorer.app.form import comparison_config, find_same_run
 from explorer.analysis import at_map, class_mean_maps, gradcam, map_gap, saliency, stage_attention
 from explorer.models.outputs import TapSpecs
 from explorer.plots import attention_grid, class_mean_maps_figure, distillation_comparison
@@ -21,19 +24,19 @@ kind = st.radio("Map", ["attention", "gradcam", "saliency"], horizontal=True, ke
                              "saliency": "saliency (final model)"}.get)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the models…")
-def models_of(run_id: str):
-    return S.rebuild_models(store, store.get_run(run_id))
+def models_of(run_id: str) -> dict:
+    return C.models(str(store.home), run_id)
 
 
 def _reference_model(run, probe, sub, ref) -> str:
-    return f"{ref}: {run['config'].get('teacher') or '–'}"
+    t = teachers.of_run(run)                         # the teacher the run really had
+    return f"{ref}: {(t.arch if t else None) or run['config'].get('teacher') or '–'}"
 
 
 for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _reference_model):
     hw = tuple(sub["x"].shape[-2:])
     if kind == "attention":
-        pairs = S.stage_pairs(sub)
+        pairs = stage_pairs(sub, run)               # the pairs this run's methods distilled
         tm, sm = stage_attention(sub["teacher"], size=hw), stage_attention(sub["student"], size=hw)
         maps = [([tm[t][j] for _, t in pairs], [sm[s][j] for s, _ in pairs]) for j in range(len(sub["y"]))]
         labels = [f"S {s} ↔ T {t}" for s, t in pairs]
@@ -66,14 +69,14 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _reference_model):
 # (this run's recipe without distillation, when that run exists) and the distilled student: Grad-CAM, final models.
 run = runs[0]
 if run["methods"] != "none" or run["scheme"] != "offline":
-    alone = S.find_same_run(store, S.comparison_config(run["config"]))
+    alone = find_same_run(store, comparison_config(run["config"]))
     if alone is None:
         st.info("Train the same recipe without distillation (a preset does it for you) to compare this student "
                 "with the student trained alone.")
     else:
         models, alone_student = models_of(run["id"]), models_of(alone["id"])["student"]
         if models["teacher"] is not None and len(pos):
-            sub = S.subset(probes[0], pos[:1])
+            sub = subset(probes[0], pos[:1])
             cams = [gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])
                     for m in (models["teacher"], alone_student, models["student"])]
             gaps = tuple(float(map_gap(cams[0], cam)[1][0]) for cam in cams[1:])

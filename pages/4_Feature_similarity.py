@@ -2,9 +2,9 @@
 same samples, stage by stage, and how that changes over training."""
 import streamlit as st
 
-from explorer import app_state as S
-from explorer import app_widgets as W
-from explorer.analysis import cka_matrix, cka_over_epochs
+from explorer.app import cache as C
+from explorer.app import widgets as W
+from explorer.app.analysis import stage_pairs
 from explorer.plots import cka_heatmap, cka_over_epochs_figure
 
 store = W.setup_page("Feature similarity (CKA)")
@@ -22,13 +22,13 @@ if len(pos) < 4:
     st.stop()
 
 for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
-    df = cka_matrix(sub["teacher"], sub["student"], kind=kind)
+    df = C.cka(sub, "teacher", "student", kind)
     W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
             key=f"cka.m.{run['id']}")
     if within:
         for side, name in (("teacher", ref), ("student", "student")):
-            W.chart(cka_heatmap(cka_matrix(sub[side], kind=kind), title=f"{kind.capitalize()} CKA: {name} × {name}",
+            W.chart(cka_heatmap(C.cka(sub, side, None, kind), title=f"{kind.capitalize()} CKA: {name} × {name}",
                                 xlabel=f"{name} stage", ylabel=f"{name} stage"), key=f"cka.{side}.{run['id']}")
-    curve = cka_over_epochs(run["run_dir"], kind=kind, errors="nan")
-    W.chart(cka_over_epochs_figure(curve, title="Matched stages over training (all probe samples)"),
+    curve = C.cka_over_epochs(run["run_dir"], kind, stage_pairs(probe, run))   # the pairs the run distilled
+    W.chart(cka_over_epochs_figure(curve, title="Distilled stage pairs over training (all probe samples)"),
             key=f"cka.e.{run['id']}")

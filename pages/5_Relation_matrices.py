@@ -2,8 +2,7 @@
 RKD angle distribution, and the teacher's dark knowledge between classes."""
 import streamlit as st
 
-from explorer import app_state as S
-from explorer import app_widgets as W
+from explorer.app import widgets as W
 from explorer.analysis import (cosine_gram, dark_knowledge, relation_gap, rkd_angle_stats,
                                rkd_distance_matrix)
 from explorer.plots import dark_knowledge_heatmap, relation_matrices, rkd_angle_histogram

@@ -2,7 +2,7 @@
 calibration (reliability, ECE), confusion, per-class accuracy and the samples they disagree on most."""
 import streamlit as st
 
-from explorer import app_widgets as W
+from explorer.app import widgets as W
 from explorer.analysis import agreement, calibration, confusion, disagreements, per_class_accuracy
 from explorer.plots import (confusion_heatmaps, disagreement_gallery, per_class_accuracy_bars, reliability_diagram,
                             softened_bars)

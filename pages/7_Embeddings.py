@@ -2,9 +2,8 @@
 (PCA or t-SNE), side by side and coloured by class."""
 import streamlit as st
 
-from explorer import app_state as S
-from explorer import app_widgets as W
-from explorer.analysis import project
+from explorer.app import cache as C
+from explorer.app import widgets as W
 from explorer.plots import embedding_scatter
 
 store = W.setup_page("Embeddings")
@@ -21,7 +20,6 @@ if len(pos) < 3:
     st.stop()
 
 for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
-    df = project(sub["teacher"]["embedding"], sub["student"]["embedding"], sub["y"], method=method,
-                 index=sub["index"], names=(ref, "student"))
+    df = C.projection(sub, method, (ref, "student"))
     W.chart(embedding_scatter(df, meta["classes"], method={"pca": "PCA", "tsne": "t-SNE"}[method]),
             key=f"emb.{run['id']}")

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/train_default_teachers.py digits fashion-mnist
 
 Each teacher is trained with exactly the recipe the trainer would use for that dataset's default
-teacher (explorer.train.teacher_config + fill_defaults), in a throwaway run store, and saved as
+teacher (explorer.recipes.default_teacher_recipe), in a throwaway run store, and saved as
 data/teachers/<recipe_hash>.pt ({"student": state_dict}, the trainer's model.pt layout) with a
 <recipe_hash>.json beside it saying what it is. The trainer finds it by that hash; change the
 recipe and the hash changes, so a stale file is simply never used (re-run this script).
@@ -24,22 +24,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from explorer.config import RunConfig  # noqa: E402
+from explorer.engine import Trainer  # noqa: E402
+from explorer.recipes import RECIPE_KEYS, default_teacher_recipe, recipe_hash  # noqa: E402
 from explorer.store import Store  # noqa: E402
-from explorer.train import Trainer, fill_defaults, recipe_hash, teacher_config  # noqa: E402
-
-OUT = REPO / "data" / "teachers"
-RECIPE_KEYS = ("dataset", "data_root", "image_size", "augment", "student", "epochs", "batch_size", "optimizer",
-               "lr", "momentum", "weight_decay", "schedule", "seed")
-
-
-def default_teacher_config(dataset: str) -> RunConfig:
-    """The config a default KD run on `dataset` would train its teacher with."""
-    return fill_defaults(teacher_config(fill_defaults(RunConfig(dataset=dataset))))
+from explorer.teachers import BUNDLED as OUT  # noqa: E402
 
 
 def train_teacher(dataset: str, out: Path = OUT) -> dict:
-    tcfg = default_teacher_config(dataset)
+    tcfg = default_teacher_recipe(dataset)
     rhash = recipe_hash(tcfg)
     with tempfile.TemporaryDirectory() as home:
         store = Store(home)

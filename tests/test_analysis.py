@@ -8,6 +8,8 @@ from torch import nn
 
 from explorer.analysis import attention as A
 from explorer.analysis import cka as C
+from explorer.analysis import cka_epochs as CE
+from explorer.analysis import cka_stages as CS
 from explorer.analysis import embeddings as E
 from explorer.analysis import logits as L
 from explorer.analysis import probes as P
@@ -59,7 +61,7 @@ def test_cka_of_representation_with_itself_is_one():
     assert C.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
     assert C.rbf_cka(x, x) == pytest.approx(1.0, abs=1e-12)
     assert C.minibatch_cka(x, x, batch_size=16) == pytest.approx(1.0, abs=1e-12)
-    m = C.cka_matrix({"a": x, "b": x.relu()}, kind="linear")
+    m = CS.cka_matrix({"a": x, "b": x.relu()}, kind="linear")
     assert np.allclose(np.diag(m.values), 1.0, atol=1e-6)
     assert np.allclose(m.values, m.values.T, atol=1e-6)
 
@@ -93,7 +95,7 @@ def test_minibatch_cka_approaches_full_cka():
     full = C.linear_cka(x, y)
     mb = C.minibatch_cka(x, y, batch_size=100)
     assert abs(full - mb) < 0.05
-    m = C.cka_matrix({"x": x}, {"y": y}, kind="minibatch", batch_size=100)
+    m = CS.cka_matrix({"x": x}, {"y": y}, kind="minibatch", batch_size=100)
     assert m.iloc[0, 0] == pytest.approx(mb, abs=1e-9)
 
 
@@ -119,9 +121,9 @@ def test_cka_float64_robust_to_extreme_scales():
     assert math.isfinite(v) and v == pytest.approx(ref, abs=1e-6)
     assert C.rbf_cka(small, big) == pytest.approx(C.rbf_cka(x, y), abs=1e-6)
     assert C.minibatch_cka(small, big, 25) == pytest.approx(C.minibatch_cka(x, y, 25), abs=1e-6)
-    m = C.cka_matrix({"s": small}, {"b": big})                    # float32 Gram products
+    m = CS.cka_matrix({"s": small}, {"b": big})                    # float32 Gram products
     assert m.iloc[0, 0] == pytest.approx(ref, abs=1e-5)
-    m64 = C.cka_matrix({"s": small}, {"b": big}, gram_dtype=torch.float64)
+    m64 = CS.cka_matrix({"s": small}, {"b": big}, gram_dtype=torch.float64)
     assert m64.iloc[0, 0] == pytest.approx(ref, abs=1e-6)
 
 
@@ -130,7 +132,7 @@ def test_cka_matrix_matches_pairwise_and_shapes():
     feats_b = {"m1": feats_a["l1"].relu() + 0.1 * torch.randn(50, 4, 6, 6, generator=_rng(2)),
                "m2": torch.randn(50, 3, 2, 2, generator=_rng(3)), "m3": feats_a["l2"] ** 2}
     for kind, fn in (("linear", C.linear_cka), ("rbf", C.rbf_cka)):
-        m = C.cka_matrix(feats_a, feats_b, kind=kind)
+        m = CS.cka_matrix(feats_a, feats_b, kind=kind)
         assert list(m.index) == ["l1", "l2"] and list(m.columns) == ["m1", "m2", "m3"]
         for a in feats_a:
             for b in feats_b:
@@ -164,11 +166,11 @@ def test_cka_accumulator_multi_stage_matches_per_pair():
 def test_constant_features_raise_naming_the_stage():
     ok = torch.randn(20, 5, generator=_rng())
     with pytest.raises(ValueError, match="'dead'.*constant"):
-        C.cka_matrix({"good": ok}, {"dead": torch.full((20, 3, 2, 2), 2.5)})
+        CS.cka_matrix({"good": ok}, {"dead": torch.full((20, 3, 2, 2), 2.5)})
     with pytest.raises(ValueError, match="'zero'.*constant"):
-        C.cka_matrix({"zero": torch.zeros(20, 4)}, {"good": ok}, kind="rbf")
+        CS.cka_matrix({"zero": torch.zeros(20, 4)}, {"good": ok}, kind="rbf")
     with pytest.raises(ValueError, match="'flat'.*constant"):
-        C.cka_matrix({"flat": torch.ones(20, 4)}, {"good": ok}, kind="minibatch", batch_size=5)
+        CS.cka_matrix({"flat": torch.ones(20, 4)}, {"good": ok}, kind="minibatch", batch_size=5)
     with pytest.raises(ValueError, match="constant"):
         C.linear_cka(ok, torch.ones(20, 2))
 
@@ -177,13 +179,13 @@ def test_cka_rejects_mismatched_samples():
     with pytest.raises(ValueError, match="same samples"):
         C.linear_cka(torch.randn(10, 2), torch.randn(11, 2))
     with pytest.raises(ValueError, match="same samples"):
-        C.cka_matrix({"a": torch.randn(10, 2)}, {"b": torch.randn(11, 2)})
+        CS.cka_matrix({"a": torch.randn(10, 2)}, {"b": torch.randn(11, 2)})
 
 
 def test_features_for_collects_batches_and_restores_mode(cnn, images):
     cnn.train()
     cnn.stage1[1].eval()                                   # a mixed-mode model must come back as it was
-    feats = C.features_for(cnn, images, ["stage1", "stage2", "pool"], batch_size=4)
+    feats = CS.features_for(cnn, images, ["stage1", "stage2", "pool"], batch_size=4)
     assert feats["stage1"].shape == (6, 8, 16, 16) and feats["stage2"].shape == (6, 16, 8, 8)
     assert feats["pool"].shape == (6, 16)
     assert cnn.training and not cnn.stage1[1].training and cnn.stage2[1].training
@@ -191,13 +193,13 @@ def test_features_for_collects_batches_and_restores_mode(cnn, images):
         cnn.eval()
         direct = cnn.stage2(cnn.stage1(images))
     assert torch.allclose(feats["stage2"], direct, atol=1e-5)
-    m = C.cka_matrix(feats)
+    m = CS.cka_matrix(feats)
     assert m.shape == (3, 3)
 
 
 def test_hook_that_never_fired_is_named(cnn, images):
     with pytest.raises(TapError, match="'unused' never fired"):
-        C.features_for(cnn, images, ["stage1", "unused"])
+        CS.features_for(cnn, images, ["stage1", "unused"])
     with pytest.raises(ValueError, match="'unused' never fired"):
         P.capture_probe(cnn, images, ["unused"], "pool")
 
@@ -213,13 +215,13 @@ def test_cka_over_epochs_from_probe_files(tmp_path, cnn, images):
                 p.add_(0.05 * torch.randn_like(p))
         s_side = P.capture_probe(cnn, images, cnn.kd_stages, cnn.kd_embedding)
         P.save_probe(P.probe_path(tmp_path, epoch), epoch, images, y, idx, s_side, t_side)
-    df = C.cka_over_epochs(tmp_path)
+    df = CE.cka_over_epochs(tmp_path)
     assert list(df.columns) == ["epoch", "student_stage", "other_stage", "pair", "against", "cka"]
     assert sorted(df.epoch.unique()) == [0, 5, 10] and len(df) == 6
     assert df.cka.between(0, 1).all()
-    fin = C.cka_over_epochs(tmp_path, against="final")
+    fin = CE.cka_over_epochs(tmp_path, against="final")
     assert np.allclose(fin[fin.epoch == 10].cka, 1.0, atol=1e-9)
-    assert C._match_stages(2, 4) == [(0, 0), (1, 3)] and C._match_stages(3, 5) == [(0, 0), (1, 2), (2, 4)]
+    assert CE._match_stages(2, 4) == [(0, 0), (1, 3)] and CE._match_stages(3, 5) == [(0, 0), (1, 2), (2, 4)]
 
 
 # ----------------------------------------------------------------------------------- relations
@@ -457,7 +459,7 @@ def test_probe_roundtrip(tmp_path, cnn, images):
     assert torch.allclose(pr["student"]["stages"][1].float(), side["stages"][1], atol=1e-2, rtol=1e-3)
     assert pr["teacher"]["stages"][1].dtype == torch.float32 and torch.isfinite(pr["teacher"]["stages"][1]).all()
     # every view takes the loaded dicts directly
-    m = C.cka_matrix(pr["teacher"], pr["student"])
+    m = CS.cka_matrix(pr["teacher"], pr["student"])
     assert list(m.index) == ["stage1", "stage2"] and m.loc["stage1", "stage1"] == pytest.approx(1.0, abs=1e-3)
     assert R.cosine_gram(pr["student"]["embedding"]).shape == (6, 6)
     assert L.agreement(pr["teacher"]["logits"], pr["student"]["logits"]) == 1.0
@@ -501,13 +503,13 @@ def test_cka_matrix_low_precision_grams_and_bad_values():
     base = torch.randn(300, 16, generator=g)
     fa = {"a": (base @ torch.randn(16, 2048, generator=g)).relu(), "b": torch.randn(300, 64, generator=g)}
     fb = {"c": (base @ torch.randn(16, 1024, generator=g)).tanh() + 3.0}
-    ref = C.cka_matrix(fa, fb, gram_dtype=torch.float64)
-    assert np.allclose(C.cka_matrix(fa, fb).values, ref.values, atol=1e-6)
-    assert np.allclose(C.cka_matrix(fa, fb, gram_dtype=torch.bfloat16).values, ref.values, atol=1e-3)
+    ref = CS.cka_matrix(fa, fb, gram_dtype=torch.float64)
+    assert np.allclose(CS.cka_matrix(fa, fb).values, ref.values, atol=1e-6)
+    assert np.allclose(CS.cka_matrix(fa, fb, gram_dtype=torch.bfloat16).values, ref.values, atol=1e-3)
     bad = torch.randn(300, 8)
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match="'bad'.*NaN"):
-        C.cka_matrix({"bad": bad}, fb)
+        CS.cka_matrix({"bad": bad}, fb)
     with pytest.raises(ValueError, match="'x'.*NaN"):
         C.linear_cka(bad, bad)
 
@@ -515,15 +517,15 @@ def test_cka_matrix_low_precision_grams_and_bad_values():
 def test_cached_stage_grams_give_the_same_matrix():
     fa = {"a": torch.randn(40, 3, 4, 4, generator=_rng()), "b": torch.randn(40, 7, generator=_rng(1))}
     fb = {"c": fa["a"].relu(), "d": fa["b"] ** 3}
-    ga, gb = C.stage_grams(fa), C.stage_grams(fb)
+    ga, gb = CS.stage_grams(fa), CS.stage_grams(fb)
     assert ga.grams.shape == (2, 40 * 40) and ga.names == ("a", "b") and ga.n == 40
-    ref = C.cka_matrix(fa, fb)
-    assert np.allclose(C.cka_from_grams(ga, gb).values, ref.values)
-    assert np.allclose(C.cka_matrix(ga, fb).values, ref.values)
+    ref = CS.cka_matrix(fa, fb)
+    assert np.allclose(CS.cka_from_grams(ga, gb).values, ref.values)
+    assert np.allclose(CS.cka_matrix(ga, fb).values, ref.values)
     with pytest.raises(ValueError, match="same samples"):
-        C.cka_from_grams(ga, C.stage_grams({"e": torch.randn(39, 2)}))
+        CS.cka_from_grams(ga, CS.stage_grams({"e": torch.randn(39, 2)}))
     with pytest.raises(ValueError, match="mix"):
-        C.cka_from_grams(ga, C.stage_grams(fb, kind="rbf"))
+        CS.cka_from_grams(ga, CS.stage_grams(fb, kind="rbf"))
 
 
 def test_cka_over_epochs_loaded_dicts_and_nan_policy():
@@ -535,10 +537,10 @@ def test_cka_over_epochs_loaded_dicts_and_nan_policy():
     probes = [{"epoch": e, "x": x, "y": torch.zeros(12), "index": torch.arange(12), "student": st, "teacher": t_side}
               for e, st in ((0, dead), (1, good))]
     with pytest.raises(ValueError, match="'s2'.*constant"):
-        C.cka_over_epochs(probes)
-    df = C.cka_over_epochs(probes, errors="nan")
+        CE.cka_over_epochs(probes)
+    df = CE.cka_over_epochs(probes, errors="nan")
     assert np.isnan(df.cka.iloc[1]) and df.cka.iloc[0] == pytest.approx(1.0)
     assert df.cka.iloc[3] == pytest.approx(1.0) and list(df.pair[:2]) == ["s1 ↔ t1", "s2 ↔ t2"]
     assert df.cka.iloc[0] == pytest.approx(C.linear_cka(x, x))
-    mb = C.cka_over_epochs(probes[1:], kind="minibatch", pairs=[(0, "t2")])
+    mb = CE.cka_over_epochs(probes[1:], kind="minibatch", pairs=[(0, "t2")])
     assert len(mb) == 1 and mb.other_stage.iloc[0] == "t2"

@@ -12,12 +12,16 @@ import torch
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from explorer import app_state as S
-from explorer import jobs, presets
+from explorer import jobs, presets, teachers
+from explorer.app import analysis as A
+from explorer.app import form as F
+from explorer.app import runs as R
+from explorer.app.progress import progress
 from explorer.config import RunConfig
 from explorer.data import list_datasets
 from explorer.kd import list_methods
 from explorer.models import create_model, list_models
+from explorer.recipes import resolve
 from explorer.schemes import list_schemes
 from explorer.store import Store
 
@@ -101,6 +105,31 @@ def test_every_page_renders_on_an_empty_store():
             assert any("No finished run" in i.value for i in at.info), page
 
 
+def test_home_declares_the_navigation_over_every_page_file_and_links_target_declared_pages():
+    """Home.py only declares st.navigation over the files in pages/; every st.page_link / st.switch_page
+    target written in a page or in explorer/app is one of them (test_every_page_renders_on_an_empty_store
+    visits each through Home.py, as a browser does)."""
+    declared = re.findall(r'st\.Page\("(pages/[^"]+)"', (REPO / "Home.py").read_text())
+    assert declared == [f"pages/{p}.py" for p in ["0_Welcome"] + PAGES]
+    assert sorted(p.name for p in (REPO / "pages").glob("*.py")) == sorted(Path(p).name for p in declared)
+    sources = list((REPO / "pages").glob("*.py")) + list((REPO / "explorer" / "app").glob("*.py"))
+    targets = {t for f in sources for t in re.findall(r'"(pages/\w+\.py)"', f.read_text())}
+    assert targets and targets <= set(declared)
+    for page in ("0_Welcome", "1_Train"):      # pages that link nowhere on an empty store also run as plain scripts
+        assert_clean(AppTest.from_file(str(REPO / "pages" / f"{page}.py"), default_timeout=180).run(), page)
+
+
+def test_train_widgets_take_label_help_and_bounds_from_the_field_specs():
+    from explorer.config import FIELD_SPECS
+    at = app("1_Train")
+    for name in ("epochs", "n_train", "seed", "lr"):
+        w, h = at.number_input(key=f"train.{name}"), FIELD_SPECS[name]
+        assert w.label == h.label and h.help in w.help, name
+        assert (w.min, w.max) == (h.low, h.high), name
+    assert at.selectbox(key="train.dataset").label == FIELD_SPECS["dataset"].label
+    assert at.multiselect(key="train.methods").label == FIELD_SPECS["methods"].label
+
+
 def test_train_menus_come_from_the_registries():
     at = app("1_Train")
     assert_clean(at)
@@ -143,7 +172,7 @@ def test_presets_are_valid_configs_and_unregistered_ones_are_hidden(monkeypatch)
     assert listed[0] == presets.DEFAULT_PRESET and {"attention", "relational"} <= set(listed)
     for key in listed:
         for cfg in presets.preset_configs(key):
-            S.validate(cfg)
+            resolve(cfg)                   # the one validation the form makes (form.launchable)
     monkeypatch.setitem(presets._PRESETS, "future", dict(key="future", title="t", look_for="", compare=None,
                                                         compare_label="", config=dict(scheme="not-yet", methods=[])))
     assert "future" not in [p["key"] for p in presets.list_presets()]
@@ -154,14 +183,14 @@ def test_presets_are_valid_configs_and_unregistered_ones_are_hidden(monkeypatch)
 def test_form_state_round_trips_a_config():
     cfg = dict(dataset="digits", student="cnn_small", epochs=3, n_train=200, seed=4, name="x",
                methods=[{"key": "kd", "params": {"temperature": 8.0}}, {"key": "at", "weight": 500.0}])
-    back = S.config_from_form(S.form_state(cfg))
+    back = F.config_from_form(F.form_state(cfg))
     assert back["methods"] == cfg["methods"]
     assert {k: back[k] for k in ("dataset", "student", "epochs", "n_train", "seed", "name")} == \
            {k: cfg[k] for k in ("dataset", "student", "epochs", "n_train", "seed", "name")}
     assert "teacher" not in back and back["scheme_params"] == {}
     for key in [p["key"] for p in presets.list_presets()]:
         main = presets.preset_configs(key)[0]
-        again = S.config_from_form(S.form_state(main))
+        again = F.config_from_form(F.form_state(main))
         assert again["scheme"] == main.get("scheme", "offline") and again["epochs"] == main["epochs"]
         assert [m["key"] for m in again["methods"]] == [m["key"] for m in main["methods"]]
 
@@ -233,7 +262,7 @@ def test_uploaded_teacher_is_checked_loaded_weights_only_and_saved_under_a_safe_
     assert any("does not fit" in e.value for e in at.error)
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]   # refused files removed
     with pytest.raises(ValueError, match="not a .pt"):
-        S.save_upload(Store(), "model.py", b"import os", "cnn_large", "digits")
+        F.save_upload(Store(), "model.py", b"import os", "cnn_large", "digits")
 
 
 def test_a_finished_run_or_a_new_architecture_can_be_the_teacher(submitted):
@@ -268,7 +297,7 @@ def test_live_progress_reads_losses_accuracy_speed_and_eta_from_the_store():
     store.set_status(rid, "running", worker_pid=os.getpid())      # "trained" by this process: alive, not recovered
     store.log_metrics(rid, "epoch", 1, 5, {"val/acc": 0.61, "train/acc": 0.5, "train/loss": 1.2, "images_per_s": 900})
     store.log_metrics(rid, "step", 1, 7, {"loss": 1.1, "ce": 0.1, "kd": 1.0, "lr": 0.05, "images_per_s": 1000.0})
-    p = S.progress(store, rid)
+    p = progress(store, rid)
     assert p["fraction"] == pytest.approx(7 / 20) and p["epoch"] == 1
     assert p["losses"] == {"loss": 1.1, "ce": 0.1, "kd": 1.0} and p["val_acc"] == 0.61
     assert p["images_per_s"] == 1000.0 and p["eta_s"] is not None and p["eta_s"] >= 0
@@ -290,14 +319,99 @@ def test_sample_picking_and_the_gap_closed():
     s = t.clone()
     s[3] = torch.tensor([5.0, 0, 0])                                       # the student gets sample 3 wrong
     probe = {"y": y, "teacher": {"logits": t}, "student": {"logits": s}}
-    assert S.sample_positions(probe, "all").tolist() == [0, 1, 2, 3, 4]
-    assert S.sample_positions(probe, "class", 1, k=2).tolist() == [1, 2]
-    assert S.sample_positions(probe, "index", [4, 9, 0]).tolist() == [4, 0]   # out of range dropped
-    assert S.sample_positions(probe, "disagree", k=1).tolist() == [3]
+    assert A.sample_positions(probe, "all").tolist() == [0, 1, 2, 3, 4]
+    assert A.sample_positions(probe, "class", 1, k=2).tolist() == [1, 2]
+    assert A.sample_positions(probe, "index", [4, 9, 0]).tolist() == [4, 0]   # out of range dropped
+    assert A.sample_positions(probe, "disagree", k=1).tolist() == [3]
     rows = [{"kind": "teacher", "acc": 0.99}, {"kind": "distilled", "acc": 0.97},
             {"kind": "student alone", "acc": 0.95}]
-    assert S.gap_closed(rows) == pytest.approx(0.5)
-    assert S.gap_closed(rows[:2]) is None
+    assert R.gap_closed(rows) == pytest.approx(0.5)
+    assert R.gap_closed(rows[:2]) is None
+
+
+def _probe_with_stages(student_shapes, teacher_shapes, n=4):
+    side = lambda shapes, who: {"logits": torch.zeros(n, 10), "embedding": torch.zeros(n, 8),  # noqa: E731
+                                "stages": [torch.zeros(n, *sh) for sh in shapes],
+                                "stage_names": [f"{who}{i}" for i in range(len(shapes))]}
+    return {"epoch": 1, "x": torch.zeros(n, 1, 8, 8), "y": torch.zeros(n, dtype=torch.long),
+            "index": torch.arange(n), "student": side(student_shapes, "s"), "teacher": side(teacher_shapes, "t")}
+
+
+def test_stage_pairs_label_what_the_methods_distilled_with_unequal_stage_counts():
+    from explorer.kd import get_method
+    from explorer.kd.base import PairContext
+    s_shapes = [(8, 8, 8), (8, 8, 8), (16, 4, 4), (32, 2, 2)]                          # stem + 3 stages
+    t_shapes = [(16, 8, 8), (16, 8, 8), (32, 8, 8), (32, 4, 4), (64, 4, 4), (64, 2, 2)]  # stem + 5 stages
+    probe = _probe_with_stages(s_shapes, t_shapes)
+    names = lambda pairs: [(f"s{i}", f"t{j}") for i, j in pairs]   # noqa: E731
+    ctx = lambda pairs=None: PairContext(tuple(s_shapes), tuple(t_shapes), 8, 8, 10, 100, 1, 1, pairs)  # noqa: E731
+    at = get_method("at")(ctx())
+    run = {"config": {"stage_pairs": None}, "summary": {"test_acc": 0.9}}   # a run from before summaries had pairs
+    assert A.stage_pair_indices(probe, run) == list(at.pairs) and len(at.pairs) == 3     # the stem is not paired
+    assert A.stage_pairs(probe, run) == names(at.pairs)
+    assert A.stage_pairs(probe) == names(at.pairs)
+
+    explicit = [[1, 1], [3, 4]]                                                         # the config's override
+    at_explicit = get_method("at")(ctx(tuple(tuple(p) for p in explicit)))
+    assert A.stage_pairs(probe, {"config": {"stage_pairs": explicit}, "summary": {}}) == names(at_explicit.pairs)
+
+    sp = get_method("sp")(ctx())                                                        # the deepest pair only
+    recorded = {"config": {}, "summary": {"stage_pairs": {"sp": [list(p) for p in sp.pairs], "kd": []}}}
+    assert A.stage_pairs(probe, recorded) == names(sp.pairs) == [("s3", "t5")]           # what the run recorded
+    both = {"config": {}, "summary": {"stage_pairs": {"at": [list(p) for p in at.pairs],
+                                                      "sp": [list(p) for p in sp.pairs]}}}
+    assert A.stage_pair_indices(probe, both) == sorted(set(at.pairs) | set(sp.pairs))
+
+
+def test_each_run_is_compared_with_its_own_teacher():
+    from explorer.plots.app_extras import gap_bars
+    store = Store()
+    bundled = teachers.TeacherRef("cnn_large", "bundled", str(teachers.BUNDLED / "abc123.pt"), test_acc=0.99)
+    trained = teachers.TeacherRef("cnn_large", "run", run_id="20260101-000000-feed01", test_acc=0.95)
+    a = fake_completed_run(store, methods=["kd"], name="a")
+    b = fake_completed_run(store, methods=["kd"], name="b")
+    c = fake_completed_run(store, methods=[], name="c")
+    store.update_run(a, teacher_ref=bundled.to_json(), summary={"test_acc": 0.90, "teacher_acc": 0.99})
+    store.update_run(b, teacher_ref=trained.to_json(), summary={"test_acc": 0.93, "teacher_acc": 0.95})
+    store.update_run(c, teacher_run="bundled:abc123.pt", summary={"test_acc": 0.85, "teacher_acc": 0.99})  # old store
+    assert teachers.of_run(store.get_run(c)) == teachers.TeacherRef("cnn_large", "bundled", bundled.path)
+    rows = R.gap_rows(store, [a, b, c])
+    trows = [r for r in rows if r["kind"] == "teacher"]
+    assert [r["acc"] for r in trows] == [0.99, 0.95]                     # two teachers: one per teacher, not per run
+    assert len({r["label"] for r in trows}) == 2                         # same architecture, told apart
+    by_id = {r["id"]: r for r in rows if r["kind"] != "teacher"}
+    own = {r["acc"]: r["label"] for r in trows}
+    assert by_id[a]["teacher"] == own[0.99] and by_id[a]["teacher_acc"] == 0.99
+    assert by_id[b]["teacher"] == own[0.95] and by_id[b]["teacher_acc"] == 0.95   # not the first teacher found
+    assert by_id[c]["teacher"] == own[0.99]                               # the old 'bundled:' string, same file
+    texts = {t["x"][0]: t["text"][0] for t in gap_bars(rows).to_dict()["data"]}
+    assert texts[by_id[b]["label"]].endswith("-2.0 pts")                 # 0.93 against 0.95, its own teacher
+    assert texts[by_id[a]["label"]].endswith("-9.0 pts")
+    assert R.gap_closed([r for r in rows if r.get("id") != a]) == pytest.approx((0.93 - 0.85) / (0.95 - 0.85))
+
+
+def test_cached_results_follow_the_probe_file(tmp_path):
+    from explorer.analysis import cka_matrix, save_probe
+    from explorer.app import cache as C
+    probe = _probe_with_stages([(4, 4, 4), (8, 2, 2)], [(4, 4, 4), (8, 2, 2)], n=8)
+    for side in ("student", "teacher"):
+        probe[side]["stages"] = [torch.randn_like(f) for f in probe[side]["stages"]]
+    path = tmp_path / "probe_epoch001.pt"
+
+    def write(p):
+        save_probe(path, 1, p["x"], p["y"], p["index"], p["student"], p["teacher"])
+    write(probe)
+    loaded = C.probe(path)
+    sub = A.subset(loaded, [0, 2, 3, 5, 7])
+    assert sub["path"] == str(path) and sub["positions"] == (0, 2, 3, 5, 7)
+    want = cka_matrix(sub["teacher"], sub["student"])
+    assert C.cka(sub).equals(want)
+    probe["student"]["stages"] = [torch.randn_like(f) for f in probe["student"]["stages"]]
+    write(probe)                                                          # rewritten: a new mtime, read again
+    os.utime(path, (loaded["mtime"] + 5, loaded["mtime"] + 5))
+    again = A.subset(C.probe(path), [0, 2, 3, 5, 7])
+    assert not C.cka(again).equals(want)
+    assert C.cka(again).equals(cka_matrix(again["teacher"], again["student"]))
 
 
 # ---------------------------------------------------------------------- runs page
@@ -316,9 +430,9 @@ def test_runs_page_filters_exports_and_deletes_with_confirmation():
     assert at.multiselect(key="runs.selected").options == [f"with kd [{kd[-6:]}] · completed"]
     at.multiselect(key="runs.method").set_value([]).run()
 
-    csv = S.metrics_csv(store, [kd]).decode()
+    csv = R.metrics_csv(store, [kd]).decode()
     assert csv.splitlines()[0].startswith("run_id,scope,epoch") and "val/acc" in csv
-    assert RunConfig.from_dict(yaml.safe_load(S.configs_yaml(store, [kd]))).methods[0].key == "kd"
+    assert RunConfig.from_dict(yaml.safe_load(R.configs_yaml(store, [kd]))).methods[0].key == "kd"
 
     at.multiselect(key="runs.selected").set_value([alone]).run()
     at.button(key="runs.delete").click().run()

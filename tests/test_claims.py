@@ -6,8 +6,8 @@ import time
 import torch
 
 from explorer.config import RunConfig
+from explorer.engine import Trainer
 from explorer.store import Store
-from explorer.train import Trainer
 
 
 def test_kd_beats_student_alone_on_digits_300():

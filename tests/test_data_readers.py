@@ -1,4 +1,4 @@
-"""Dataset readers (explorer/data/readers.py) and the procedural shapes (explorer/data/shapes.py)."""
+"""Dataset readers (explorer/data/: digits, idx, cifar, image_folder) and the procedural shapes (shapes.py)."""
 import gzip
 import os
 import pickle
@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.data import readers
-from explorer.data.raw import RawData
-from explorer.data.readers import (DatasetFormatError, DatasetNotFoundError, UnsafePickleError, load_cifar,
-                                   load_digits_data, load_idx_dataset, load_image_folder, read_idx,
-                                   write_cifar, write_idx)
+from explorer.data import cifar
+from explorer.data.cifar import UnsafePickleError, load_cifar
+from explorer.data.digits import load_digits_data
+from explorer.data.idx import DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, load_idx_dataset, read_idx
+from explorer.data.image_folder import load_image_folder
+from explorer.data.raw import DatasetFormatError, DatasetNotFoundError, RawData
 from explorer.data.shapes import SHAPE_CLASSES, make_shapes
+from support.writers import write_cifar, write_idx
 
-FASHION_ROOT = Path(readers.DEFAULT_FASHION_MNIST_ROOT)
+FASHION_ROOT = Path(DEFAULT_FASHION_MNIST_ROOT)
 
 
 # ------------------------------------------------------------------------------------------------ IDX
@@ -79,18 +81,18 @@ def _write_tiny_idx(root, gz, n_train=12, n_test=5):
 @pytest.mark.parametrize("gz", [False, True])
 def test_load_idx_dataset_tiny(tmp_path, gz):
     data = _write_tiny_idx(tmp_path, gz)
-    raw = load_idx_dataset(tmp_path, readers.FASHION_MNIST_CLASSES)
+    raw = load_idx_dataset(tmp_path, FASHION_MNIST_CLASSES)
     assert isinstance(raw, RawData)
     assert raw.train_x.shape == (12, 1, 28, 28) and raw.test_x.shape == (5, 1, 28, 28)
     assert raw.train_x.dtype == torch.uint8 and raw.train_y.dtype == torch.int64
     np.testing.assert_array_equal(raw.train_x[:, 0].numpy(), data["train-images-idx3-ubyte"])
     np.testing.assert_array_equal(raw.test_y.numpy(), data["t10k-labels-idx1-ubyte"])
-    assert raw.classes == readers.FASHION_MNIST_CLASSES
+    assert raw.classes == FASHION_MNIST_CLASSES
 
 
 def test_load_idx_dataset_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist.*apt-get install dataset-fashion-mnist"):
-        load_idx_dataset(tmp_path / "nope", readers.FASHION_MNIST_CLASSES)
+        load_idx_dataset(tmp_path / "nope", FASHION_MNIST_CLASSES)
     _write_tiny_idx(tmp_path, gz=True)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetNotFoundError) as e:
@@ -109,7 +111,7 @@ def test_load_idx_dataset_label_out_of_range(tmp_path):
 
 @pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist():
-    raw = load_idx_dataset(FASHION_ROOT, readers.FASHION_MNIST_CLASSES)
+    raw = load_idx_dataset(FASHION_ROOT, FASHION_MNIST_CLASSES)
     assert raw.train_x.shape == (60000, 1, 28, 28) and raw.test_x.shape == (10000, 1, 28, 28)
     assert len(raw.classes) == 10 and raw.classes[0] == "T-shirt/top" and raw.classes[9] == "Ankle boot"
     assert raw.train_y.bincount(minlength=10).tolist() == [6000] * 10
@@ -340,5 +342,5 @@ def test_cifar_archive_extraction_refuses_traversal(tmp_path):
         dest = tmp_path / "dest"
         dest.mkdir(exist_ok=True)
         with tarfile.open(fileobj=buf, mode="r:gz") as tar, pytest.raises(DatasetFormatError, match="refusing"):
-            readers._safe_extract(tar, dest)
+            cifar._safe_extract(tar, dest)
         assert not (tmp_path / "escape.txt").exists() and not (dest / "cifar-10-batches-py").exists()

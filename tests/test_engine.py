@@ -5,13 +5,15 @@ import threading
 import pytest
 import torch
 
-from explorer import cli
+from explorer import cli, teachers
 from explorer.config import ConfigError, RunConfig
 from explorer.data import augment_batch, list_datasets, load_dataset
-from explorer.data.readers import write_cifar, write_idx
+from explorer.engine import Trainer, run
+from explorer.errors import RunFailed
 from explorer.models import list_models
+from explorer.recipes import resolve
 from explorer.store import Store
-from explorer.train import RunFailed, Trainer, run
+from support.writers import write_cifar, write_idx
 
 TINY = dict(dataset="digits", n_train=60, epochs=1, teacher_epochs=1, student="cnn_tiny", teacher="cnn_tiny",
             probe_size=0, batch_size=32)
@@ -23,11 +25,11 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="did you mean 'epochs'"):
         RunConfig.from_dict({"epoch": 3})
     with pytest.raises(ConfigError, match=r"methods\[0\].key.*choose one of"):
-        RunConfig.from_dict({"methods": ["nosuch"]})
+        resolve({"methods": ["nosuch"]})
     with pytest.raises(ConfigError, match="lr"):
         RunConfig.from_dict({"lr": float("nan")})
     with pytest.raises(ConfigError, match="temperature"):
-        RunConfig.from_dict({"methods": [{"key": "kd", "params": {"temperature": -1.0}}]})
+        resolve({"methods": [{"key": "kd", "params": {"temperature": -1.0}}]})
 
 
 def test_config_round_trip(tmp_path):
@@ -124,6 +126,17 @@ def test_kd_run_records_terms_and_reuses_teacher():
     assert {"start", "epoch", "end", "teacher_epoch"} <= kinds
     runs = store.runs_df()
     assert set(runs["status"]) == {"completed"} and "test_acc" in runs
+
+
+def test_summary_names_the_teacher_and_the_stage_pairs_each_method_distilled():
+    store = Store()
+    r = Trainer(RunConfig(**TINY, methods=["kd", "at"]), store).run()
+    (teacher,) = store.list_runs(role="teacher")
+    assert (r["teacher_source"], r["teacher_run"], r["teacher_arch"]) == ("run", teacher["id"], "cnn_tiny")
+    assert teachers.of_run(store.get_run(r["run_id"])).run_id == teacher["id"]   # recorded with the run
+    assert list(r["stage_pairs"]) == ["at"] and r["stage_pairs"]["at"]            # kd reads no stages
+    assert all(i == j > 0 for i, j in r["stage_pairs"]["at"])                      # same model: 1:1, stem skipped
+    assert store.get_run(r["run_id"])["summary"]["stage_pairs"] == r["stage_pairs"]
 
 
 def test_same_seed_same_accuracy_on_cpu():

@@ -13,8 +13,9 @@ import torch
 
 from explorer import cli, jobs
 from explorer.config import RunConfig
+from explorer.engine import Trainer
+from explorer.errors import RunFailed
 from explorer.store import Store
-from explorer.train import RunFailed, Trainer
 
 from test_jobs import TINY, _one_thread_workers, _wait_for, stop_workers  # noqa: F401  (autouse fixture)
 

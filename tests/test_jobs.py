@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from explorer import app_launcher, cli, jobs
+from explorer import app_launcher, cli, jobs, teachers
 from explorer.config import ConfigError, RunConfig
+from explorer.engine import Trainer
+from explorer.recipes import default_teacher_recipe, recipe_hash, resolve
 from explorer.store import Store
-from explorer.train import Trainer, bundled_teacher, fill_defaults, recipe_hash, teacher_config
 
 TINY = dict(dataset="digits", student="cnn_tiny", n_train=200, probe_size=0, probe_epochs=[], device="cpu")
 
@@ -73,7 +74,7 @@ def test_cancel_a_queued_run_at_once_and_a_running_one_soon():
     assert store.get_run(second)["status"] == "cancelled"         # the worker never picked it up
     stop_workers(store)                                          # queue one more with no worker to take it
     _wait_for(lambda: jobs._lock_holder(store.home, "cpu") is None, 10)
-    third = store.create_run(fill_defaults(RunConfig(**TINY, epochs=1)).to_dict())
+    third = store.create_run(resolve(RunConfig(**TINY, epochs=1)).to_dict())
     store.update_run(third, device="cpu", queued_at=time.time())
     assert cli.main(["cancel", third]) == 0 and store.get_run(third)["status"] == "cancelled"   # the CLI too
     assert store.metrics(first, "epoch")                          # the partial record is kept
@@ -109,14 +110,14 @@ def test_invalid_config_is_refused_before_queueing():
 
 def test_resume_refuses_runs_that_are_not_resumable():
     store = Store()
-    run_id = store.create_run(fill_defaults(RunConfig(**TINY, epochs=1)).to_dict(), status="completed")
+    run_id = store.create_run(resolve(RunConfig(**TINY, epochs=1)).to_dict(), status="completed")
     with pytest.raises(ValueError, match="is completed"):
         jobs.resume(run_id, store)
 
 
 def test_bundled_digits_teacher_matches_the_current_recipe():
-    tcfg = fill_defaults(teacher_config(fill_defaults(RunConfig(dataset="digits"))))
-    path = bundled_teacher(recipe_hash(tcfg))
+    tcfg = default_teacher_recipe("digits")
+    path = teachers.bundled_path(recipe_hash(tcfg))
     assert path is not None, "data/teachers/ has no file for the digits teacher recipe: " \
                              "re-run scripts/train_default_teachers.py"
     info = json.loads(path.with_suffix(".json").read_text())
@@ -128,7 +129,7 @@ def test_bundled_digits_teacher_matches_the_current_recipe():
                          ids=lambda p: p.stem)
 def test_every_bundled_teacher_matches_its_datasets_current_recipe(info_path):
     info = json.loads(info_path.read_text())
-    tcfg = fill_defaults(teacher_config(fill_defaults(RunConfig(dataset=info["dataset"]))))
+    tcfg = default_teacher_recipe(info["dataset"])
     assert recipe_hash(tcfg) == info_path.stem, f"stale {info_path.name}: re-run scripts/train_default_teachers.py"
     assert info["arch"] == tcfg.student and info_path.with_suffix(".pt").stat().st_size < 5 * 2**20
 
@@ -137,12 +138,13 @@ def test_digits_kd_run_with_an_empty_store_uses_the_bundled_teacher():
     store = Store()
     events = []
     result = Trainer(RunConfig(**TINY, epochs=1), store, on_event=events.append).run()
-    assert result["teacher_run"].startswith("bundled:")
+    assert result["teacher_source"] == "bundled"
     assert [r["role"] for r in store.list_runs()] == ["distill"]  # no teacher was trained
     assert not any(e.kind.startswith("teacher_") for e in events)
-    info = json.loads(bundled_teacher(result["teacher_run"][8:-3]).with_suffix(".json").read_text())
+    ref = teachers.of_run(store.get_run(result["run_id"]))
+    info = json.loads(Path(ref.path).with_suffix(".json").read_text())
     assert result["teacher_acc"] == pytest.approx(info["test_acc"], abs=1e-9)
-    assert store.get_run(result["run_id"])["teacher_run"] == result["teacher_run"]
+    assert (ref.source, ref.arch) == (result["teacher_source"], result["teacher_arch"])   # the run records it
 
 
 def _alive(pid: int) -> bool:
@@ -184,5 +186,5 @@ def test_app_launcher_recovers_jobs_then_starts_streamlit_on_home(tmp_path, monk
 def test_fashion_mnist_kd_run_uses_the_bundled_teacher():
     store = Store()
     result = Trainer(RunConfig(dataset="fashion-mnist", methods="kd", n_train=200, epochs=1, probe_size=16), store).run()
-    assert result["teacher_run"].startswith("bundled:") and result["teacher_acc"] > 0.9
+    assert result["teacher_source"] == "bundled" and result["teacher_acc"] > 0.9
     assert [r["role"] for r in store.list_runs()] == ["distill"]   # no teacher trained

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.kd import Batch, Outputs, PairContext, get_method, list_methods
-from explorer.kd.pairing import Connector, match_spatial, pair_stages
+from explorer.kd.pairing import Connector, match_spatial, pair_stages, teacher_stage_for
 
 B, K, N_TRAIN = 8, 10, 100
 S_STAGES = ((16, 8, 8), (16, 8, 8), (32, 4, 4), (64, 2, 2))       # stem, stage1..3
@@ -113,7 +113,9 @@ def test_dkd_warmup_follows_progress():
 
 
 def test_ctkd_temperature_gradient_is_reversed_by_curriculum():
-    m = get_method("ctkd")(make_ctx())
+    # the mechanism at T_0 = 4 and a whole-run curriculum (the defaults are now the official 15.62 and
+    # 10/240, pinned in test_official_forms.py)
+    m = get_method("ctkd")(make_ctx(), t_init=4.0, curriculum=1.0)
     assert m.temperature().item() == pytest.approx(4.0, rel=1e-5)
     s, t = make_outputs(S_STAGES, 64, True, 1), make_outputs(T_STAGES, 128, False, 2)
     # plain gradient of the loss wrt theta, without the reversal
@@ -143,6 +145,13 @@ def test_fitnet_uses_the_hint_stage_and_identity_connector_when_equal():
     assert m.pairs == [(2, 2)] and not m.regressors[0].identity
     same = get_method("fitnet")(make_ctx(S_STAGES, S_STAGES))
     assert same.regressors[0].identity and not list(same.parameters())
+
+
+def test_fitnet_hint_on_a_deeper_student_takes_the_teacher_stage_at_the_nearest_depth():
+    deep = S_STAGES[:2] + ((32, 4, 4),) * 3 + S_STAGES[3:]               # 6 stages against the teacher's 4
+    ctx = make_ctx(deep, T_STAGES)
+    assert [teacher_stage_for(i, ctx) for i in range(6)] == [0, 0, 1, 2, 2, 3]   # shallow to deep, deepest meets deepest
+    assert get_method("fitnet")(ctx, hint_stage=3).pairs == [(3, 2)]
 
 
 def test_irg_transformation_between_the_two_deepest_stages():

@@ -5,19 +5,20 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import cli
+from explorer import cli, teachers
 from explorer.analysis.logits import agreement
 from explorer.analysis.probes import load_probe
 from explorer.config import ConfigError, RunConfig
 from explorer.data import load_dataset
+from explorer.engine import Trainer
 from explorer.kd.base import Batch
 from explorer.models import create_model
+from explorer.recipes import recipe_hash, resolve, teacher_recipe
 from explorer.schemes import RunContext, get_scheme, list_schemes
 from explorer.schemes.common import freeze, mid_model
 from explorer.schemes.cross_modal import make_view
 from explorer.schemes.data_free import load_synthesised
 from explorer.store import Store
-from explorer.train import Trainer, fill_defaults
 
 ALL = ["dml", "kdcl", "one", "byot", "cskd", "tfkd", "pskd", "takd", "mtkd_avg", "camkd", "dafl", "deepinversion",
        "adversarial", "crossmodal"]
@@ -28,7 +29,7 @@ FAST = {"deepinversion": {"n_images": 32, "iterations": 5}}   # the synthesis bu
 
 def make_ctx(key: str, dataset="digits", n_train=120, student="cnn_tiny", teacher="cnn_small", **cfg):
     """A RunContext like the trainer's, with untrained frozen teachers (fast; training is not under test)."""
-    config = fill_defaults(RunConfig(dataset=dataset, n_train=n_train, student=student, teacher=teacher,
+    config = resolve(RunConfig(dataset=dataset, n_train=n_train, student=student, teacher=teacher,
                                      scheme=key, epochs=2, **cfg))
     data = load_dataset(dataset, n_train=n_train)
     c, h, _ = data.shape
@@ -102,7 +103,7 @@ def test_bad_hyperparameters_are_named():
     with pytest.raises(ValueError, match="already grey"):
         build("crossmodal", {"student_view": "grayscale"})
     with pytest.raises(ConfigError, match=r"scheme_params.variant.*one of virtual, self"):
-        RunConfig.from_dict({"scheme": "tfkd", "scheme_params": {"variant": "virtul"}})   # before any run starts
+        resolve({"scheme": "tfkd", "scheme_params": {"variant": "virtul"}})   # before any run starts
     assert get_scheme("crossmodal").describe()["hparams"][0]["choices"] == ["grayscale", "edges", "lowres"]
 
 
@@ -344,10 +345,9 @@ def test_every_scheme_runs_end_to_end_and_stores_every_models_accuracy(key, stor
         assert run["summary"]["teacher_acc"] is not None
     # probes need a second model to compare with: a teacher, a peer or TF-KD's self-teacher; else the
     # dataset's teacher as a yardstick where one already exists (never trained for it); else none
-    from explorer.train import bundled_teacher, fill_defaults, recipe_hash, teacher_config
     cfg = RunConfig.from_dict(run["config"])
-    rhash = recipe_hash(fill_defaults(teacher_config(cfg)))
-    reference = store.find_completed(rhash) is not None or bundled_teacher(rhash) is not None
+    rhash = recipe_hash(teacher_recipe(cfg))
+    reference = store.find_completed(rhash) is not None or teachers.bundled_path(rhash) is not None
     probed = get_scheme(key).needs_teacher or key in ("dml", "kdcl", "tfkd") or reference
     assert ("probe_epoch001" in arts) == probed
     if probed:

@@ -9,9 +9,11 @@ import torch
 from explorer.config import ConfigError, RunConfig
 from explorer.data import augment_batch, draw_views, load_dataset, n_views
 from explorer.kd.base import Batch
+from explorer.engine import run
+from explorer.errors import RunFailed
 from explorer.models import create_model
+from explorer.recipes import resolve
 from explorer.speed import TeacherCache, fast_bf16, prepare_student, prepare_teacher
-from explorer.train import RunFailed, fill_defaults, run
 
 RUN = dict(dataset="digits", teacher="cnn_large", student="cnn_tiny", methods=["kd"], n_train=600, epochs=4, lr=0.1,
            batch_size=32, probe_size=0, checkpoint_every=0, seed=0, channels_last=False)
@@ -105,22 +107,22 @@ def test_cache_refuses_what_does_not_fit_and_needs_views():
 
 def test_speed_options_are_validated_by_name():
     with pytest.raises(ConfigError, match="teacher_cache.*at"):
-        RunConfig.from_dict({"teacher_cache": True, "methods": ["kd", "at"]})
+        resolve({"teacher_cache": True, "methods": ["kd", "at"]})
     with pytest.raises(ConfigError, match="teacher_dtype.*offline"):
-        RunConfig.from_dict({"teacher_dtype": "bfloat16", "scheme": "dml"})
+        resolve({"teacher_dtype": "bfloat16", "scheme": "dml"})
     with pytest.raises(ConfigError, match="teacher_dtype"):
         RunConfig.from_dict({"teacher_dtype": "float16"})
     with pytest.raises(ConfigError, match="channels_last"):
         RunConfig.from_dict({"channels_last": "yes"})
-    RunConfig.from_dict({"teacher_cache": True, "teacher_dtype": "bfloat16", "methods": ["kd", "dkd"]})
+    resolve({"teacher_cache": True, "teacher_dtype": "bfloat16", "methods": ["kd", "dkd"]})
 
 
 def test_auto_teacher_dtype_is_resolved_and_stored():
     native = fast_bf16(torch.device("cpu"))
-    assert fill_defaults(RunConfig(teacher_dtype="auto", device="cpu")).teacher_dtype == \
+    assert resolve(RunConfig(teacher_dtype="auto", device="cpu")).teacher_dtype == \
         ("bfloat16" if native else "float32")
     for other in (dict(methods=["kd", "at"]), dict(scheme="dml"), dict(methods=[])):
-        assert fill_defaults(RunConfig(teacher_dtype="auto", device="cpu", **other)).teacher_dtype == "float32"
+        assert resolve(RunConfig(teacher_dtype="auto", device="cpu", **other)).teacher_dtype == "float32"
 
 
 # ---------------------------------------------------------------- training is unchanged by the options
@@ -137,15 +139,18 @@ def test_teacher_cache_trains_the_same_and_says_so(teacher_ckpt, baseline):
 
 
 # Noise, for scale: the baseline with seeds 1 and 2 instead of 0 ends 8 % and 18 % off its loss
-# curve and 0-2 points off its accuracy. Float32 options only reorder sums (measured 2e-7 off); the
-# bf16 teacher rounds the soft targets (measured 2 % off alone, 6 % with channels_last and the cache).
-@pytest.mark.parametrize("option, rel, acc", [
-    (dict(channels_last=True), 1e-3, 0.01),
-    (dict(compile=True), 1e-3, 0.01),
-    (dict(teacher_dtype="bfloat16"), 0.05, 0.04),
-    (dict(channels_last=True, teacher_dtype="bfloat16", teacher_cache=True), 0.10, 0.04),
+# curve and 0-2 points off its accuracy. Float32 options only reorder sums: the first epoch agrees to
+# 1e-6, after which SGD amplifies the rounding differences by a CPU-dependent amount (AMD EPYC: 2e-7 off
+# at the end; Intel Xeon with AMX, oneDNN's NHWC kernels: 1.4 % off by epoch 4), so later epochs are held
+# to a quarter of the seed noise. The bf16 teacher rounds the soft targets (2 % off alone, 6 % with
+# channels_last and the cache).
+@pytest.mark.parametrize("option, rel_first, rel, acc", [
+    (dict(channels_last=True), 1e-3, 0.02, 0.01),
+    (dict(compile=True), 1e-3, 0.02, 0.01),
+    (dict(teacher_dtype="bfloat16"), 0.05, 0.05, 0.04),
+    (dict(channels_last=True, teacher_dtype="bfloat16", teacher_cache=True), 0.10, 0.10, 0.04),
 ])
-def test_each_option_trains_the_same_within_noise(teacher_ckpt, baseline, option, rel, acc):
+def test_each_option_trains_the_same_within_noise(teacher_ckpt, baseline, option, rel_first, rel, acc):
     try:
         losses, summary = curve(teacher_ckpt=teacher_ckpt, **option)
     except RunFailed as e:   # inductor needs a working C++ compiler; without one compile cannot run here
@@ -154,6 +159,7 @@ def test_each_option_trains_the_same_within_noise(teacher_ckpt, baseline, option
         pytest.skip(f"torch.compile unavailable here: {str(e)[:200]}")
     base_losses, base = baseline
     assert base["test_acc"] > 0.75                                     # a real teacher, a real student
+    assert close(losses[:1], base_losses[:1], rel_first), (losses, base_losses)
     assert close(losses, base_losses, rel), (losses, base_losses)
     assert abs(summary["test_acc"] - base["test_acc"]) <= acc
 

@@ -1,7 +1,8 @@
 """Bad input at every entry point answers with a ConfigError naming the field -- never a traceback.
 
-A hypothesis property throws random and malformed configs at RunConfig.from_dict and at
-RunConfig.load (YAML and JSON files); the CLI is driven with bad flags and must exit 2 naming the field.
+A hypothesis property throws random and malformed configs at recipes.resolve, the one pass of checks
+every entry point makes, directly and through RunConfig.load (YAML and JSON files); the CLI is driven
+with bad flags and must exit 2 naming the field.
 """
 import json
 import math
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from explorer import cli
 from explorer.config import ConfigError, RunConfig
+from explorer.recipes import resolve
 
 FIELDS = list(RunConfig.__dataclass_fields__)
 KNOWN = {"dataset": ["digits", "shapes", "folder", "nosuch"], "teacher": ["resnet20", "cnn_large", "nosuch"],
@@ -80,21 +82,21 @@ def _accepts_or_config_error(build):
         assert e.field and str(e).startswith(f"config field '{e.field}'")
         return None
     assert isinstance(cfg, RunConfig)
-    again = RunConfig.from_dict(cfg.to_dict())
+    again = resolve(cfg.to_dict())
     assert again == cfg
     return cfg
 
 
 @settings(max_examples=400, deadline=None)
 @given(configs())
-def test_from_dict_only_ever_raises_config_error(data):
-    _accepts_or_config_error(lambda: RunConfig.from_dict(data))
+def test_resolve_only_ever_raises_config_error(data):
+    _accepts_or_config_error(lambda: resolve(data))
 
 
 @settings(max_examples=100, deadline=None)
 @given(junk)
-def test_from_dict_refuses_non_mappings_and_junk(data):
-    _accepts_or_config_error(lambda: RunConfig.from_dict(data))
+def test_resolve_refuses_non_mappings_and_junk(data):
+    _accepts_or_config_error(lambda: resolve(data))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,7 +109,7 @@ def test_load_yaml_and_json_files(data, suffix):
         except (TypeError, ValueError, OverflowError, RecursionError):
             text = repr(data)   # not serialisable: the file is junk text, which must be refused cleanly
         path.write_text(text)
-        _accepts_or_config_error(lambda: RunConfig.load(path))
+        _accepts_or_config_error(lambda: resolve(RunConfig.load(path)))
 
 
 @settings(max_examples=80, deadline=None)
@@ -118,7 +120,7 @@ def test_load_malformed_text(text, suffix):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"run{suffix}"
         path.write_bytes(text.encode("utf-8", "surrogatepass"))
-        _accepts_or_config_error(lambda: RunConfig.load(path))
+        _accepts_or_config_error(lambda: resolve(RunConfig.load(path)))
 
 
 @pytest.mark.parametrize("text,field", [
@@ -139,19 +141,19 @@ def test_named_bad_files(tmp_path, text, field):
     path = tmp_path / "bad.yaml"
     path.write_bytes(text)
     with pytest.raises(ConfigError) as err:
-        RunConfig.load(path)
+        resolve(RunConfig.load(path))
     assert err.value.field == field
 
 
 def test_errors_list_the_allowed_values():
     with pytest.raises(ConfigError, match="choose one of: .*digits") as e:
-        RunConfig.from_dict({"dataset": "digitz"})
+        resolve({"dataset": "digitz"})
     assert "did you mean 'digits'" in str(e.value)
     with pytest.raises(ConfigError, match="allowed: temperature"):
-        RunConfig.from_dict({"methods": [{"key": "kd", "params": {"temp": 4}}]})
+        resolve({"methods": [{"key": "kd", "params": {"temp": 4}}]})
     with pytest.raises(ConfigError, match="from 2 to 8"):
-        RunConfig.from_dict({"scheme": "dml", "scheme_params": {"peers": 1}})
-    assert RunConfig.from_dict({"lr": 10**3}).lr == 1000   # a big-but-allowed integer is fine
+        resolve({"scheme": "dml", "scheme_params": {"peers": 1}})
+    assert resolve({"lr": 10**3}).lr == 1000   # a big-but-allowed integer is fine
 
 
 @pytest.mark.parametrize("argv,field", [
@@ -183,8 +185,7 @@ def test_cli_unparseable_number_is_a_usage_error(capsys):
 
 def test_valid_config_still_accepted():
     """The validator must not refuse good configs (else the properties above are vacuous)."""
-    cfg = RunConfig.from_dict({"dataset": "digits", "methods": [{"key": "kd", "weight": 0.9, "params":
-                                                                 {"temperature": 4}}, "at"],
-                               "scheme": "offline", "lr": 0.05, "epochs": 3, "n_train": 300})
+    cfg = resolve({"dataset": "digits", "methods": [{"key": "kd", "weight": 0.9, "params": {"temperature": 4}}, "at"],
+                   "scheme": "offline", "lr": 0.05, "epochs": 3, "n_train": 300})
     assert [m.key for m in cfg.methods] == ["kd", "at"]
     assert math.isclose(cfg.methods[0].weight, 0.9)

@@ -1,15 +1,17 @@
 """Pure analysis of the knowledge gap between a teacher and a student.
 
 Tensors / arrays in; floats, numpy arrays or pandas DataFrames out. No plotting, no Streamlit.
-Modules: attention (AT maps, Grad-CAM, saliency, IG), cka (linear / RBF / minibatch CKA),
-relations (cosine / RKD relation matrices, dark knowledge), logits (agreement, calibration,
-disagreements), embeddings (2-D projections), probes (per-epoch probe files).
+Modules: attention (AT maps, Grad-CAM, saliency, IG), cka (linear / RBF / minibatch CKA of two
+representations), cka_stages (every stage against every stage, cached Grams), cka_epochs (CKA over
+a run's probe epochs), relations (cosine / RKD relation matrices, dark knowledge), logits
+(agreement, calibration, disagreements), embeddings (2-D projections), probes (per-epoch probe files).
 Every view accepts a loaded probe's dicts directly (see probes.py for the format).
 """
 from .attention import (activation_attention, at_map, black_baseline, class_mean_maps, gradcam,
                         integrated_gradients, map_gap, normalize_maps, saliency, stage_attention, stage_maps)
-from .cka import (CKAAccumulator, StageGrams, cka_from_grams, cka_matrix, stage_grams, cka_over_epochs, features_for, hsic_unbiased, linear_cka,
-                  minibatch_cka, rbf_cka, stage_features)
+from .cka import CKAAccumulator, hsic_unbiased, linear_cka, minibatch_cka, rbf_cka, stage_features
+from .cka_epochs import cka_over_epochs
+from .cka_stages import StageGrams, cka_from_grams, cka_matrix, features_for, stage_grams
 from .embeddings import project, tsne_perplexity
 from .logits import (agreement, calibration, confusion, disagreements, per_class_accuracy, per_sample_kl,
                      soften)

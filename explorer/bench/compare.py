@@ -10,13 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import RunConfig
+from ..engine import Trainer
+from ..errors import RunFailed
+from ..kd import list_methods
+from ..schemes import list_schemes
+
 
 def compare(kind: str, keys: list[str], dataset: str, n_train: int | None, seeds: list[int],
             epochs: int | None = None, device: str = "auto", store=None, log=print):
     import pandas as pd
-
-    from ..config import RunConfig
-    from ..train import RunFailed, Trainer
 
     rows = []
     for key in ["none"] + [k for k in keys if k != "none"]:
@@ -49,8 +52,6 @@ def compare(kind: str, keys: list[str], dataset: str, n_train: int | None, seeds
 
 
 def main(kind: str, argv: list[str]) -> int:
-    from ..kd import list_methods
-    from ..schemes import list_schemes
     p = argparse.ArgumentParser(prog=f"kd-explorer bench {kind}")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--n-train", dest="n_train", type=int, default=300)

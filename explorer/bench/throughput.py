@@ -4,7 +4,7 @@
 
 Trains offline KD for a fixed number of steps on CIFAR-shaped synthetic data (random 32x32x3 images,
 10 classes, 5,000 training samples, resident on the device, pad-4 crop + flip augmentation) after a
-warm-up, through the trainer's own batches and step (explorer.train.train_batches / training_step),
+warm-up, through the trainer's own batches and step (explorer.engine.train_batches / training_step),
 with the speed options of a RunConfig. Achieved FLOP/s = images/s x (teacher forward + 3 x student
 forward: forward plus a backward of twice its cost), as a fraction of a float32 GEMM measured in the
 same command. The time split (teacher forward, student forward+backward, optimiser, data) comes
@@ -20,14 +20,23 @@ import time
 
 import torch
 
+from ..config import MethodTerm, RunConfig
+from ..data import Dataset, DatasetSpec, RawData
+from ..data.loader import VAL_FRACTION
+from ..device import amp_dtype_for, fast_bf16, resolve_device
+from ..errors import ConfigError
+from ..engine import make_optimizer, make_schedule, train_batches, training_step
+from ..models import create_model, model_info
+from ..recipes import resolve
+from ..schemes import RunContext, get_scheme
+from ..speed import StepTimer, prepare_student, prepare_teacher
+
 N_TRAIN = 5000
 NUM_CLASSES = 10
 
 
 def synthetic_cifar(device: torch.device, seed: int = 0):
     """A Dataset of random CIFAR-shaped uint8 images whose training split has exactly N_TRAIN rows."""
-    from ..data import Dataset, DatasetSpec, RawData
-    from ..data.loader import VAL_FRACTION
     per_class = round(N_TRAIN / NUM_CLASSES / (1 - VAL_FRACTION))   # 556: 500 train + 56 validation each
     g = torch.Generator().manual_seed(seed)
     n = per_class * NUM_CLASSES
@@ -64,22 +73,16 @@ def gemm_peak(device: torch.device, dtype=torch.float32, n: int = 2048, seconds:
 
 def measure_pair(teacher_name: str, student_name: str, opts: dict, batch_size: int, steps: int, warmup: int,
                  device: torch.device, data) -> dict:
-    from ..config import MethodTerm, RunConfig
-    from ..models import create_model, model_info
-    from ..schemes import RunContext, get_scheme
-    from ..speed import StepTimer, prepare_student, prepare_teacher
-    from ..train import amp_dtype_for, fill_defaults, make_optimizer, make_schedule, train_batches, training_step
-
     steps_per_epoch = data.steps_per_epoch(batch_size)
     epochs = -(-(warmup + 2 * steps) // steps_per_epoch)
     # "cifar10" only supplies the recipe defaults (lr, ...); the data is the synthetic set above
-    cfg = fill_defaults(RunConfig(dataset="cifar10", teacher=teacher_name, student=student_name,
+    cfg = resolve(RunConfig(dataset="cifar10", teacher=teacher_name, student=student_name,
                                   methods=[MethodTerm(opts["method"])], batch_size=batch_size, epochs=epochs,
                                   device=str(device), probe_size=0, augment=opts["augment"], amp=opts["amp"],
                                   channels_last=opts["channels_last"], teacher_dtype=opts["teacher_dtype"],
                                   compile=opts["compile"], teacher_cache=opts["teacher_cache"]))
 
-    # The models, scheme and optimiser as Trainer._run builds them (a random frozen teacher: speed only)
+    # The models, scheme and optimiser as engine.setup.build makes them (a random frozen teacher: speed only)
     def make_model(arch):
         return create_model(arch, num_classes=NUM_CLASSES, in_channels=3, image_size=32).to(device)
     torch.manual_seed(0)
@@ -155,9 +158,6 @@ def measure_pair(teacher_name: str, student_name: str, opts: dict, batch_size: i
 
 
 def main(argv: list[str]) -> int:
-    from ..config import ConfigError, RunConfig
-    from ..speed import fast_bf16
-    from ..train import resolve_device
     d = RunConfig()
     p = argparse.ArgumentParser(prog="kd-explorer bench throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", default="resnet56:resnet20", help="teacher:student,... (zoo names)")

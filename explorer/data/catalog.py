@@ -1,7 +1,12 @@
-"""The datasets KD Explorer knows. Readers live in readers.py / shapes.py and are imported lazily."""
+"""The datasets KD Explorer knows, each with its reader (one module per format in this folder)."""
 from __future__ import annotations
 
+from .cifar import load_cifar
+from .digits import load_digits_data
+from .idx import DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, MNIST_CLASSES, load_idx_dataset
+from .image_folder import load_image_folder
 from .registry import DatasetSpec, register_dataset
+from .shapes import make_shapes
 
 _CIFAR_MEAN = (0.5071, 0.4865, 0.4409)   # CIFAR-100 statistics, as in the CRD benchmark
 _CIFAR_STD = (0.2673, 0.2564, 0.2762)
@@ -10,28 +15,22 @@ _CIFAR_RECIPE = dict(epochs=240, teacher_epochs=240, batch_size=64, lr=0.05)
 
 
 def _digits(root=None, image_size=None):
-    from .readers import load_digits_data
     return load_digits_data()
 
 
-def _idx(classes_attr):
-    def read(root=None, image_size=None):
-        from . import readers
-        return readers.load_idx_dataset(root or readers.DEFAULT_FASHION_MNIST_ROOT, getattr(readers, classes_attr))
-    return read
+def _fashion_mnist(root=None, image_size=None):
+    return load_idx_dataset(root or DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES)
 
 
 def _mnist(root=None, image_size=None):
-    from . import readers
     if root is None:
         raise FileNotFoundError("mnist needs its IDX files: pass --data-root FOLDER holding "
                                 "train-images-idx3-ubyte(.gz) and the other three files")
-    return readers.load_idx_dataset(root, tuple(str(i) for i in range(10)))
+    return load_idx_dataset(root, MNIST_CLASSES)
 
 
 def _cifar(num_classes):
     def read(root=None, image_size=None):
-        from .readers import load_cifar
         if root is None:
             raise FileNotFoundError(f"cifar{num_classes} needs the python-pickle batches: pass --data-root FOLDER "
                                     f"(or run `kd-explorer download cifar{num_classes} FOLDER` once)")
@@ -40,12 +39,10 @@ def _cifar(num_classes):
 
 
 def _shapes(root=None, image_size=None):
-    from .shapes import make_shapes
     return make_shapes(n_train=5000, n_test=1000, seed=0, size=image_size or 32)
 
 
 def _folder(root=None, image_size=None):
-    from .readers import load_image_folder
     if root is None:
         raise FileNotFoundError("folder needs --data-root FOLDER with one subfolder of images per class")
     return load_image_folder(root, image_size or 32)
@@ -56,8 +53,8 @@ register_dataset(DatasetSpec(
     _digits, 10, (1, 8, 8), (0.3336,), (0.3780,), "crop", 1, "cnn_large", "cnn_tiny", recipe=_SMALL_RECIPE))
 register_dataset(DatasetSpec(
     "fashion-mnist", "Zalando's Fashion-MNIST, 28x28 grey, real IDX files (Debian: dataset-fashion-mnist)",
-    _idx("FASHION_MNIST_CLASSES"), 10, (1, 28, 28), (0.2860,), (0.3530,), "crop_flip", 2, "resnet20", "resnet8",
-    default_root="/usr/share/datasets/fashion-mnist", recipe=dict(epochs=10, teacher_epochs=15, batch_size=128, lr=0.05)))
+    _fashion_mnist, 10, (1, 28, 28), (0.2860,), (0.3530,), "crop_flip", 2, "resnet20", "resnet8",
+    default_root=DEFAULT_FASHION_MNIST_ROOT, recipe=dict(epochs=10, teacher_epochs=15, batch_size=128, lr=0.05)))
 register_dataset(DatasetSpec(
     "mnist", "MNIST handwritten digits, 28x28 grey, IDX files from a folder you name",
     _mnist, 10, (1, 28, 28), (0.1307,), (0.3081,), "crop", 2, "resnet20", "resnet8", needs_root=True,

@@ -1,8 +1,9 @@
-"""The one in-memory form every dataset reader returns, before normalisation and splitting."""
+"""What every dataset reader returns (RawData, before normalisation and splitting) and the errors it raises."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -23,3 +24,26 @@ class RawData:
                 raise ValueError(f"RawData.{name} must be uint8 (N, C, H, W), got {t.dtype} {tuple(t.shape)}")
         if len(self.train_x) != len(self.train_y) or len(self.test_x) != len(self.test_y):
             raise ValueError("RawData: images and labels differ in length")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's folder or one of its files is missing (the message says what and how to fix it)."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file exists but its contents are not what the format says."""
+
+
+def raw_from_arrays(train_x, train_y, test_x, test_y, classes, extras=None) -> RawData:
+    """RawData from numpy arrays: images as uint8, labels as int64."""
+    return RawData(torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.uint8)),
+                   torch.from_numpy(np.ascontiguousarray(train_y, dtype=np.int64)),
+                   torch.from_numpy(np.ascontiguousarray(test_x, dtype=np.uint8)),
+                   torch.from_numpy(np.ascontiguousarray(test_y, dtype=np.int64)),
+                   tuple(classes), dict(extras or {}))
+
+
+def check_labels(y: np.ndarray, n_classes: int, where: str) -> None:
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise DatasetFormatError(f"{where}: labels span {int(y.min())}..{int(y.max())}, "
+                                 f"expected 0..{n_classes - 1} for {n_classes} classes")

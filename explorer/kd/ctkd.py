@@ -27,7 +27,10 @@ class _GradReverse(torch.autograd.Function):
 @register_method
 class CTKD(Method):
     """Curriculum Temperature KD, global-temperature variant: one learnable T trained adversarially
-    through a gradient-reversal layer whose strength lambda follows a cosine curriculum 0 -> 1."""
+    through a gradient-reversal layer whose strength lambda follows a cosine curriculum 0 -> 1.
+    Defaults are the official CIFAR recipe (zhengli97/CTKD: models/temp_global.py `Global_T`,
+    train_student.py `CosineDecay`, scripts/run_cifar_distill.sh): T = 1 + 20 sigmoid(theta) with theta
+    initialised to 1 (T ~= 15.62), and lambda rising over the first 10 of 240 epochs."""
     key = "ctkd"
     name = "Curriculum Temperature KD"
     category = "response"
@@ -35,17 +38,24 @@ class CTKD(Method):
                   "Curriculum Temperature for Knowledge Distillation", 2023, "AAAI", "2211.16231")
     equation = (r"T = T_{min} + (T_{max}-T_{min})\,\mathrm{sigmoid}(\theta),\ "
                 r"\mathcal{L} = T^2\,\mathrm{KL}(\sigma(z_t/T)\|\sigma(z_s/T)),\ "
-                r"\nabla_\theta \leftarrow -\lambda\nabla_\theta,\ \lambda = \tfrac12(1-\cos\pi p)")
+                r"\nabla_\theta \leftarrow -\lambda\nabla_\theta,\ \lambda = \tfrac12\big(1-\cos(\pi\min(p/c, 1))\big),"
+                r"\ c = \tfrac{10}{240}")
     hparams = (
         HParam("t_min", 1.0, 0.5, 4.0, "lower clamp of the learned temperature"),
         HParam("t_max", 21.0, 4.0, 40.0, "upper clamp of the learned temperature (paper: 1 + range 20)"),
-        HParam("t_init", 4.0, 1.0, 20.0, "initial temperature (vanilla KD's T)"),
-        HParam("curriculum", 1.0, 0.05, 1.0, "fraction of the run over which lambda rises from 0 to 1"),
+        HParam("t_init", 1.0 + 20.0 / (1.0 + math.exp(-1.0)), 1.0, 20.0,
+               "initial temperature; default 1 + 20 sigmoid(1) ~= 15.62, the official theta_0 = 1"),
+        HParam("curriculum", 10 / 240, 0.0, 1.0, "fraction of the run over which lambda rises from 0 to 1 "
+                                                 "(official: 10 of 240 epochs; 0 = lambda 1 from the start)"),
     )
     needs = frozenset({"logits"})
     default_weight = 0.9
     default_ce_weight = 0.1
-    convention = "KD part as vanilla KD (batch-mean KL x T^2); CE 0.1 / KD 0.9 recipe of CRD's KD row"
+    convention = ("official CTKD global-T recipe: KD part as vanilla KD (batch-mean KL x T^2, distiller_zoo/KD.py), "
+                  "T = t_min + (t_max - t_min) sigmoid(theta) (official: 1 + 20 sigmoid(theta), theta_0 = 1), lambda "
+                  "a cosine 0 -> 1 over 10/240 of the run; CE 0.1 / KD 0.9 as the official script. The official "
+                  "lambda steps once per epoch (epoch e of 10: (1 - cos(pi e/10))/2); ours follows the run's "
+                  "progress continuously, at most one epoch's step apart")
     notes = ("Learned T is a parameter of the method, optimised with the student (weight decay on it, if "
              "the optimiser applies any, pulls theta to 0, i.e. T to the middle of the range). "
              "Temperature is bounded by a sigmoid between t_min and t_max.")
@@ -59,7 +69,8 @@ class CTKD(Method):
         self.theta = nn.Parameter(torch.tensor(math.log(frac / (1 - frac))))   # sigmoid(theta) = frac
 
     def lam(self, progress: float) -> float:
-        x = min(max(progress / self.hp["curriculum"], 0.0), 1.0)
+        c = self.hp["curriculum"]
+        x = min(max(progress / c, 0.0), 1.0) if c > 0 else 1.0
         return 0.5 * (1 - math.cos(math.pi * x))
 
     def temperature(self) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Batch, HParam, Method, Outputs, Paper
-from .pairing import Connector, match_spatial, pair_stages
+from .pairing import Connector, match_spatial, pair_stages, teacher_stage_for
 from .registry import register_method
 
 
@@ -37,9 +37,7 @@ class FitNet(Method):
             if not 0 <= hint < n:
                 raise ValueError(f"fitnet: hint_stage={hint} but the student has stages 0..{n - 1}; "
                                  "choose a smaller hint_stage")
-            auto = dict(pair_stages(ctx.student_stages, ctx.teacher_stages, skip_stem=False))
-            self.pairs = [(hint, auto[hint])] if hint in auto else \
-                [(hint, round(hint * (len(ctx.teacher_stages) - 1) / max(n - 1, 1)))]
+            self.pairs = [(hint, teacher_stage_for(hint, ctx))]
         self.regressors = nn.ModuleList(Connector(ctx.student_stages[i][0], ctx.teacher_stages[j][0])
                                         for i, j in self.pairs)
 

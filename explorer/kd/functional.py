@@ -215,12 +215,35 @@ def cc_loss(student_emb, teacher_emb, gamma=0.4, order=2):
     return (cc_kernel(teacher_emb, gamma, order) - cc_kernel(student_emb, gamma, order)).pow(2).sum() / b ** 2
 
 
-def irg_edge_loss(student_feat, teacher_feat):
-    """Liu et al. 2019 IRG edge term: MSE between the instance-distance matrices, each divided by
-    its mean off-diagonal distance (our normalisation, so networks of different width compare)."""
-    d_s = pairwise_distance(student_feat.flatten(1))
-    d_t = pairwise_distance(teacher_feat.flatten(1))
-    return F.mse_loss(d_s / d_s[d_s > 0].mean(), d_t / d_t[d_t > 0].mean())
+def cc_correlation_loss(student_emb, teacher_emb):
+    """The CC surrogate of the CRD benchmark (RepDistiller, distiller_zoo/CC.py `Correlation`, from the CC
+    authors' code): with d_i = |f^s_i - f^t_i| per sample, the mean over consecutive pairs of the batch of
+    sum_k d_{i,k} d_{i+1,k}. It is what CRD's CC numbers and their weight 0.02 were measured with."""
+    d = (student_emb.flatten(1) - teacher_emb.flatten(1)).abs()
+    return (d[:-1] * d[1:]).sum(1).mean()
+
+
+def irg_edge_loss(student_feat, teacher_feat, form: str = "mean"):
+    """Liu et al. 2019 IRG edge term: MSE between the instance-distance matrices of the two networks.
+    form "mean": Euclidean distances, each matrix divided by its mean off-diagonal distance (our
+    normalisation, as RKD's); "max_sq": squared Euclidean distances (zero diagonal), each matrix divided
+    by its maximum, as Knowledge-Distillation-Zoo's kd_losses/irg.py (euclidean_dist_fm/_feat, squared=True)."""
+    if form == "mean":
+        d_s = pairwise_distance(student_feat.flatten(1))
+        d_t = pairwise_distance(teacher_feat.flatten(1))
+        return F.mse_loss(d_s / d_s[d_s > 0].mean(), d_t / d_t[d_t > 0].mean())
+    if form != "max_sq":
+        raise ValueError(f"irg_edge_loss: form must be 'mean' or 'max_sq', got {form!r}")
+    d_s = _squared_distance(student_feat.flatten(1))
+    d_t = _squared_distance(teacher_feat.flatten(1))
+    return F.mse_loss(d_s / d_s.max(), d_t / d_t.max())
+
+
+def _squared_distance(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Squared Euclidean distances (B, B), clamped at eps off the diagonal, exact zero on it."""
+    sq = e.pow(2).sum(1)
+    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp_min(eps)
+    return d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
 
 
 def irg_transform(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,17 @@ def ctx_pairs(ctx, skip_stem: bool = True) -> list[tuple[int, int]]:
     return pair_stages(ctx.student_stages, ctx.teacher_stages, skip_stem, ctx.pairs)
 
 
+def teacher_stage_for(student_index: int, ctx) -> int:
+    """The teacher stage one student stage learns from (FitNet's hint), stem included: its partner in
+    pair_stages when it has one, else -- a deeper student, some of whose stages pair with none -- the
+    teacher stage ending at the nearest relative depth, as pair_stages matches them."""
+    paired = dict(pair_stages(ctx.student_stages, ctx.teacher_stages, skip_stem=False))
+    if student_index in paired:
+        return paired[student_index]
+    ns, nt = len(ctx.student_stages), len(ctx.teacher_stages)
+    return min(max(int((student_index + 1) * nt / ns + 0.5) - 1, 0), nt - 1)
+
+
 def check_map(x: torch.Tensor, who: str) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"{who}: expected a 4-D (B, C, H, W) feature map, got shape {tuple(x.shape)}; "

@@ -13,7 +13,9 @@ from .registry import register_method
 class _ABF(nn.Module):
     """Attention-based fusion: squeeze a student stage to `mid` channels, blend it with the fused
     residual coming from the deeper stage using two learned spatial attention maps, then map the
-    result to the teacher stage's channels and size."""
+    result to the teacher stage's channels and size. The residual handed on to the next (shallower)
+    level is the fused map *after* its resize to the teacher's size, as mdistiller's ABF.forward
+    (mdistiller/distillers/ReviewKD.py) returns it; it matters only where student and teacher sizes differ."""
 
     def __init__(self, c_in: int, mid: int, c_out: int, fuse: bool):
         super().__init__()
@@ -29,8 +31,9 @@ class _ABF(nn.Module):
             residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
             z = self.att(torch.cat([x, residual], dim=1))
             x = x * z[:, :1] + residual * z[:, 1:]
-        out = F.interpolate(x, size=out_size, mode="nearest") if x.shape[-2:] != out_size else x
-        return self.conv2(out), x
+        if x.shape[-2:] != out_size:
+            x = F.interpolate(x, size=out_size, mode="nearest")
+        return self.conv2(x), x
 
 
 @register_method
@@ -53,7 +56,8 @@ class ReviewKD(Method):
     default_weight = 1.0
     default_ce_weight = 1.0
     convention = ("mdistiller ReviewKD: student post-ReLU stages, teacher pre-ReLU stages, both plus the pooled "
-                  "feature as a 1x1 level; HCL levels 4,2,1 with halving weights; warm-up 20/240 epochs -> progress")
+                  "feature as a 1x1 level; ABF passes on the resized fused map as the residual; HCL levels 4,2,1 "
+                  "with halving weights; warm-up 20/240 epochs -> progress")
     notes = "Reviews the paired stages after the stem and the pooled embedding (the deepest level, not fused)."
 
     def __init__(self, ctx, **hp):

@@ -19,7 +19,7 @@ _BRANCH = {"knowledge": "knowledge", "scheme": "schemes"}
 
 def taxonomy_sunburst(df: pd.DataFrame, title: str | None = "Knowledge distillation: a map") -> go.Figure:
     """Sunburst KD -> branch (knowledge / scheme) -> category -> method or scheme.
-    df: rows with branch, category, key, name, year (explorer.app_state.taxonomy)."""
+    df: rows with branch, category, key, name, year (explorer.app.analysis.taxonomy)."""
     ids, labels, parents, hover = ["KD"], ["KD"], [""], ["knowledge distillation"]
     for branch, g in df.groupby("branch", sort=False):
         b = _BRANCH.get(branch, branch)
@@ -74,12 +74,14 @@ def temperature_playground(logits, T: float, y=None, classes: Sequence[str] | No
 
 
 def gap_bars(rows: Sequence[dict], title: str | None = "Test accuracy: the teacher–student gap") -> go.Figure:
-    """Bars of test accuracy: rows of {label, acc, kind[, run]} with kind teacher / student alone /
-    distilled; each student bar is annotated with its gap to the teacher in points."""
+    """Bars of test accuracy: rows of {label, acc, kind[, run, teacher_acc]} with kind teacher / student alone /
+    distilled; each student bar is annotated with its gap in points to its own teacher (its row's
+    teacher_acc; rows without that key: the first teacher row)."""
     color = {"teacher": TEACHER, "student alone": BASELINE, "distilled": STUDENT}
-    teacher = next((r["acc"] for r in rows if r["kind"] == "teacher"), None)
+    first = next((r["acc"] for r in rows if r["kind"] == "teacher"), None)
     fig = go.Figure()
     for r in rows:
+        teacher = r["teacher_acc"] if "teacher_acc" in r else first
         gap = "" if teacher is None or r["kind"] == "teacher" else f"<br>{100 * (r['acc'] - teacher):+.1f} pts"
         fig.add_trace(go.Bar(x=[r["label"]], y=[r["acc"]], name=r["kind"], marker_color=color.get(r["kind"], STUDENT),
                              text=[f"{r['acc']:.3f}{gap}"], textposition="outside", cliponaxis=False,

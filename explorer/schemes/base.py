@@ -2,7 +2,7 @@
 
 A scheme is an nn.Module owning every model that learns in the run (a student, peers,
 auxiliary heads, a generator) plus the distillation methods. The one training loop in
-train.py calls `train_step` on each batch and sums the weighted loss terms it returns;
+explorer/engine/loop.py calls `train_step` on each batch and sums the weighted loss terms it returns;
 `eval_models` names every model to evaluate and store (the first one is "the student").
 """
 from __future__ import annotations

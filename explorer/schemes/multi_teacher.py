@@ -96,8 +96,11 @@ class MTKDAvg(_MultiTeacher):
 class CAMKD(_MultiTeacher):
     """Confidence-aware multi-teacher KD: per sample, teacher k's weight is (1 - softmax_k(CE_k)) / (K - 1)
     (the paper's Eq. 2), so the teachers that are right (low CE on the true label) count more and the
-    weights sum to 1; the loss is the weighted sum of the per-teacher KL terms, batch mean (Eq. 3; the
-    authors' code further divides by K). CA-MKD's intermediate-feature term is not included."""
+    weights sum to 1; the loss is the weighted sum of the per-teacher KL terms, summed over the batch and
+    divided by B x K, as the authors' code (Rorozhl/CA-MKD, helper/loops.py `train_distill`, ensemble_method
+    CAMKD: `loss_div = (attention * loss_div).sum() / (bsz * teacher_num)`). form "paper" leaves out the 1/K
+    (the batch mean of Eq. 3, K times larger; earlier versions). CA-MKD's intermediate-feature term is not
+    included."""
     key = "camkd"
     name = "Confidence-Aware Multi-teacher KD"
     category = "algorithm"
@@ -105,7 +108,15 @@ class CAMKD(_MultiTeacher):
                   "Confidence-Aware Multi-Teacher Knowledge Distillation", 2022, "ICASSP", "2201.00007")
     equation = (r"w_{k}(x) = \frac{1 - \mathrm{softmax}_k\big(\mathrm{CE}(z_{t_k}(x), y)\big)}{K-1},\quad \mathcal{L} = "
                 r"w_{CE}\,\mathrm{CE}(z_s, y) + "
-                r"w\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)")
+                r"\tfrac{w}{K}\,T^2 \sum_k w_k\,\mathrm{KL}\big(\sigma(z_{t_k}/T)\,\|\,\sigma(z_s/T)\big)\ "
+                r"(\text{batch mean; paper form without } \tfrac1K)")
+    hparams = _HPARAMS + (
+        HParam("form", "official", help="official: divide by the number of teachers K, as the authors' code | "
+                                        "paper: Eq. 3's weighted sum without 1/K", choices=("official", "paper")),
+    )
+    notes = ("Paper and code differ by a factor K: the official loss divides the confidence-weighted KL sum by the "
+             "number of teachers as well as the batch (default); form=paper does not. The official script weights "
+             "CE 1 and KD 1 (-r 1 -a 1); ours defaults to the shared 0.1 / 0.9.")
 
     def teacher_weights(self, t, y) -> torch.Tensor:
         """(K, B): per-sample weights over teachers, summing to 1 over k."""
@@ -118,4 +129,5 @@ class CAMKD(_MultiTeacher):
         log_q = F.log_softmax(z / T, 1)
         log_p = F.log_softmax(t / T, 2)                                  # (K, B, C)
         kl = (log_p.exp() * (log_p - log_q.unsqueeze(0))).sum(2)         # (K, B)
-        return (w * kl).sum(0).mean() * T ** 2
+        k = len(t) if self.hp["form"] == "official" else 1
+        return (w * kl).sum(0).mean() * T ** 2 / k

@@ -5,6 +5,8 @@ test accuracy at the end (the first, "student", is the run's student).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -164,13 +166,34 @@ class _Branch(nn.Module):
         return self.one.state_dict(*args, **kwargs)
 
 
+class _Gate(nn.Module):
+    """ONE's gate before its softmax: Linear -> BatchNorm1d -> ReLU (official control_v1, bn_v1). A training
+    batch of one sample (a last partial batch) is normalised with the running statistics instead."""
+
+    def __init__(self, c_in: int, branches: int):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(c_in, branches), nn.BatchNorm1d(branches)
+
+    def forward(self, x):
+        x = self.fc(x)
+        if self.training and len(x) == 1:
+            bn = self.bn
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            x = self.bn(x)
+        return F.relu(x)
+
+
 @register_scheme
 class ONE(Scheme):
     """On-the-fly Native Ensemble, generic over the zoo: the shared low-level layers are the
     student up to its last stage; each extra branch is a freshly initialised copy of the last
     stage + classifier (taken from a new instance of the student's architecture), with global
-    average pooling between them. Branch 1 *is* the student. A gate (linear layer on the pooled
-    trunk feature, softmax over branches) weights the branches' logits into the ensemble teacher.
+    average pooling between them. Branch 1 *is* the student. A gate on the pooled trunk feature --
+    Linear -> BatchNorm1d -> ReLU -> softmax over branches, as the official model (Lan1991Xu/ONE_NeurIPS2018,
+    models/cifar/resnet.py: control_v1, bn_v1) -- weights the branches' logits into the ensemble teacher.
+    The KL term is ramped up as the official cifar_one.py does (utils/ramps.py `sigmoid_rampup`, per epoch):
+    w(e) = exp(-5 (1 - min(e / R, 1))^2) for the 0-based epoch e, R = 80 of its 300 epochs by default.
     Works for models whose last stage feeds GAP + classifier directly (cnn_*, resnet*, ShuffleV1):
     this is checked at build time."""
     key = "one"
@@ -178,14 +201,20 @@ class ONE(Scheme):
     category = "online"
     paper = Paper("Xu Lan, Xiatian Zhu, Shaogang Gong", "Knowledge Distillation by On-the-Fly Native Ensemble",
                   2018, "NeurIPS", "1806.04606")
-    equation = (r"z^{e} = \sum_k g_k(x)\, z_k,\quad \mathcal{L} = \sum_k \mathrm{CE}(z_k, y) + \mathrm{CE}(z^e, y) + "
-                r"T^2 \sum_k \mathrm{KL}\big(\sigma(z^e/T)\,\|\,\sigma(z_k/T)\big)")
+    equation = (r"z^{e} = \sum_k g_k(x)\, z_k,\ g = \mathrm{softmax}(\mathrm{ReLU}(\mathrm{BN}(W h))),\quad "
+                r"\mathcal{L} = \sum_k \mathrm{CE}(z_k, y) + \mathrm{CE}(z^e, y) + "
+                r"w(e)\,T^2 \sum_k \mathrm{KL}\big(\sigma(z^e/T)\,\|\,\sigma(z_k/T)\big),\ "
+                r"w(e) = e^{-5(1 - \min(e/R, 1))^2}")
     hparams = (
         HParam("branches", 3, 2, 8, "number of branches K (the first is the run's student)"),
         HParam("temperature", 3.0, 1.0, 20.0, "softening temperature T (ONE uses 3)"),
+        HParam("rampup", 80 / 300, 0.0, 1.0, "fraction of the run (in whole epochs) over which the KL weight ramps "
+                                             "up by exp(-5 (1 - e/R)^2); official 80 of 300 epochs; 0 = no ramp"),
     )
     notes = ("No pretrained teacher. Evaluated: student (= branch 1), branch2..K and the gated ensemble. "
-             "The ensemble's KL target is detached, as in the paper.")
+             "The ensemble's KL target is detached, as in the paper. The gate (with BatchNorm1d and ReLU "
+             "before the softmax) and the KL ramp-up follow the official code, not only the paper's equations; "
+             "earlier versions used softmax(FC) and no ramp-up (rampup=0 turns the ramp off).")
 
     def __init__(self, ctx: RunContext, **hp):
         super().__init__(ctx, **hp)
@@ -203,7 +232,7 @@ class ONE(Scheme):
             heads.append(nn.ModuleDict({"stage": fresh[self.last], "fc": fresh[self.classifier]}))
         self.heads = nn.ModuleList(heads)
         self._check_split(ctx)
-        self.gate = nn.Linear(self._h_channels, self.hp["branches"]).to(ctx.device)
+        self.gate = _Gate(self._h_channels, self.hp["branches"]).to(ctx.device)
 
     def _head(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """Branch i's logits from the trunk output h (branch 0: the student's own last stage and fc)."""
@@ -238,13 +267,21 @@ class ONE(Scheme):
         g = F.softmax(self.gate(F.adaptive_avg_pool2d(h, 1).flatten(1)), dim=1)     # (B, K)
         return (torch.stack(logits, 2) * g.unsqueeze(1)).sum(2)
 
+    def kl_ramp(self, epoch: int) -> float:
+        """The official sigmoid_rampup: exp(-5 (1 - e/R)^2) for the 0-based epoch e, R = rampup x epochs."""
+        length = self.hp["rampup"] * self.ctx.epochs
+        if length <= 0:
+            return 1.0
+        phase = 1.0 - min(max(epoch, 0), length) / length
+        return math.exp(-5.0 * phase * phase)
+
     def train_step(self, batch: Batch):
         logits, h = self.all_logits(batch.x)
         z_e = self.ensemble(logits, h)
         T = self.hp["temperature"]
         losses = {"ce_branches": sum(F.cross_entropy(z, batch.y) for z in logits),
                   "ce_ensemble": F.cross_entropy(z_e, batch.y),
-                  "kl": sum(kd_loss(z, z_e.detach(), T) for z in logits)}
+                  "kl": self.kl_ramp(batch.epoch) * sum(kd_loss(z, z_e.detach(), T) for z in logits)}
         return logits[0], losses
 
     def eval_models(self):

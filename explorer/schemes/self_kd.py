@@ -158,26 +158,41 @@ class CSKD(Scheme):
 
 @register_scheme
 class TFKD(KeepsFrozen, Scheme):
-    """Teacher-free KD. "virtual": the teacher is a hand-designed distribution -- probability a on
-    the correct class, (1-a)/(K-1) elsewhere -- softened at T (Tf-KD_reg; the KL term is scaled by
-    `multiplier` as in the official code). "self": the teacher is a pretrained copy of the student's
-    own architecture (Tf-KD_self), trained once by plain CE with the teacher recipe and reused."""
+    """Teacher-free KD. "virtual": the teacher is a hand-designed distribution p^d -- probability a on
+    the correct class, (1-a)/(K-1) elsewhere -- passed through softmax(p^d / T) (Tf-KD_reg). By default
+    (form "official") it follows the official `loss_kd_regularization` (yuanli2333/Teacher-free-Knowledge-
+    Distillation, my_loss_function.py): the student's output is *not* softened (log_softmax of the raw
+    logits; only the virtual teacher is divided by T), the KL is nn.KLDivLoss()'s element mean over
+    batch x classes, times `multiplier`, no T^2, and a = 0.99. Form "paper" softens the student at T too
+    and takes the batch mean, KL(p^d_T || p_T) as the paper writes Tf-KD_reg (this scheme's earlier form;
+    with a = 0.9 it is exactly what earlier versions computed). "self": the teacher is a pretrained copy
+    of the student's own architecture (Tf-KD_self), trained once by plain CE with the teacher recipe and
+    reused; official `loss_kd_self` also takes the element mean (x T^2 x a per-model multiplier, 1 to 100
+    in its configs), while ours keeps Hinton's batch mean x T^2."""
     key = "tfkd"
     name = "Teacher-free KD"
     category = "self"
     paper = Paper("Li Yuan, Francis E. H. Tay, Guilin Li, Tao Wang, Jiashi Feng",
                   "Revisiting Knowledge Distillation via Label Smoothing Regularization", 2020, "CVPR", "1909.11723")
-    equation = (r"\mathcal{L} = (1-\alpha)\,\mathrm{CE}(z, y) + \alpha\, m\,\mathrm{KL}\big(\sigma(p^d/T)\,\|\,"
-                r"\sigma(z/T)\big),\ p^d_c = a\ \text{if}\ c=y\ \text{else}\ \tfrac{1-a}{K-1}")
+    equation = (r"\mathcal{L} = (1-\alpha)\,\mathrm{CE}(z, y) + \alpha\, \tfrac{m}{K}\,"
+                r"\mathrm{KL}\big(\sigma(p^d/T)\,\|\,\sigma(z)\big),\ "
+                r"p^d_c = a\ \text{if}\ c=y\ \text{else}\ \tfrac{1-a}{K-1}\ "
+                r"(\text{KL batch mean; paper form: } m\,\mathrm{KL}(\sigma(p^d/T)\,\|\,\sigma(z/T)))")
     hparams = (
         HParam("variant", "virtual", help="virtual (hand-designed teacher) | self (pretrained copy of the student)",
                choices=("virtual", "self")),
         HParam("alpha", 0.0, 0.0, 1.0, "weight of the KD term; 0 = the variant's default (virtual 0.1, self 0.95)"),
         HParam("temperature", 0.0, 0.0, 100.0, "softening temperature; 0 = the variant's default (virtual 20, self 6)"),
-        HParam("correct_prob", 0.9, 0.0, 1.0, "virtual teacher's probability a on the correct class"),
+        HParam("correct_prob", 0.99, 0.0, 1.0, "virtual teacher's probability a on the correct class (official 0.99)"),
         HParam("multiplier", 100.0, 0.0, 1e4, "virtual: scale of the KL term (official: 100); self uses T^2"),
+        HParam("form", "official", help="virtual: official (raw student log-softmax, element-mean KL, as the "
+                                        "authors' code) | paper (student softened at T, batch-mean KL)",
+               choices=("official", "paper")),
     )
-    notes = "virtual needs no teacher at all; self trains (or reuses) a teacher of the student's architecture."
+    notes = ("virtual needs no teacher at all; self trains (or reuses) a teacher of the student's architecture. "
+             "Paper and code differ for virtual: the paper softens the student at T, the official code does not "
+             "and averages the KL over classes as well as samples (so it is K times smaller); form=official "
+             "(default) follows the code, form=paper with correct_prob=0.9 gives this scheme's earlier behaviour.")
 
     frozen = ("teacher",)
     _DEFAULTS = {"virtual": (0.1, 20.0), "self": (0.95, 6.0)}
@@ -196,8 +211,11 @@ class TFKD(KeepsFrozen, Scheme):
         if self.teacher is None:
             k, p = z.shape[1], self.hp["correct_prob"]
             virtual = torch.full_like(z, (1 - p) / (k - 1)).scatter_(1, batch.y.view(-1, 1), p)
-            kd = self.hp["multiplier"] * F.kl_div(F.log_softmax(z / T, 1), F.softmax(virtual / T, 1),
-                                                  reduction="batchmean")
+            official = self.hp["form"] == "official"
+            log_q = F.log_softmax(z if official else z / T, 1)       # official: the student is not softened
+            kd = self.hp["multiplier"] * F.kl_div(log_q, F.softmax(virtual / T, 1), reduction="batchmean")
+            if official:
+                kd = kd / k                                          # nn.KLDivLoss(): the mean over B x K
         else:
             with torch.no_grad():
                 t = self.teacher(batch.x)

@@ -1,26 +1,29 @@
-"""Streamlit pieces every page shares: page setup, hyperparameter widgets from registry metadata, and
-the run / epoch / sample pickers of the analysis pages. The logic lives in app_state (no Streamlit)."""
+"""Streamlit pieces every page shares: page setup, widgets generated from specs (RunConfig's FIELD_SPECS,
+methods' and schemes' HParams: label, help, bounds and choices are never written in a page), the run /
+epoch / sample pickers of the analysis pages, and launching runs. The logic they call has no Streamlit."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
 
-from . import app_state as S
-from .store import Store
+from ..config import FIELD_SPECS, WEIGHT
+from ..spec import HParam
+from ..store import Store, default_home
+from . import cache as C
+from .analysis import SAMPLE_MODES, analysis_runs, nearest, reference_name, sample_positions, subset
+from .form import K, find_same_run
+from .runs import run_label
 
-
-@st.cache_resource(show_spinner=False)
-def _recovered(home: str) -> list[str]:
-    """Once per app process and store: runs whose worker died become `interrupted`; queued runs get a worker."""
-    from .jobs import recover
-    return recover(Store(home))
+KEEP = "session"   # widget values survive a visit to another page
+TRAIN = "pages/1_Train.py"
 
 
 def setup_page(title: str) -> Store:
     st.set_page_config(page_title=f"{title} · KD Explorer", page_icon=":material/school:", layout="wide")
-    store = Store()
-    interrupted = _recovered(str(store.home))
+    store = C.store(str(default_home()))
+    interrupted = C.recovered(str(store.home))
     if interrupted and not st.session_state.get("_told_interrupted"):
         st.session_state["_told_interrupted"] = True
         st.toast(f"{len(interrupted)} run(s) were interrupted while the app was down; resume them on the Runs page.")
@@ -31,44 +34,73 @@ def chart(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
-def hparam_widget(h: dict, key: str) -> Any:
-    """One widget for a registry hyperparameter {name, default, low, high, help}: its default is shown
-    in the label, the help text as the tooltip, the range enforced; the value survives page switches."""
-    d = h["default"]
-    label = f"{h['name']} (default {d!r})" if isinstance(d, str) else f"{h['name']} (default {d:g})" \
-        if not isinstance(d, bool) else f"{h['name']} (default {d})"
-    help_ = h.get("help") or None
+# ---------------------------------------------------------------------- widgets from specs
+def _help(h: HParam, note: str = "") -> str | None:
+    rng = h.range_text() if h.kind in ("int", "float", "str") else ""
+    return " · ".join(p for p in (h.help, rng, note) if p) or None
+
+
+def hparam_widget(h: HParam | dict, key: str) -> Any:
+    """One widget for a method's or scheme's hyperparameter: its default is shown in the label, the help
+    text (and range) as the tooltip, the range enforced; the value survives page switches."""
+    if isinstance(h, dict):   # a describe() entry
+        h = HParam(h["name"], h["default"], h.get("low"), h.get("high"), h.get("help") or "",
+                   choices=tuple(h["choices"]) if h.get("choices") else None)
+    d = h.default
+    label = f"{h.name} (default {d!r})" if isinstance(d, str) else f"{h.name} (default {d})" \
+        if isinstance(d, bool) else f"{h.name} (default {d:g})"
     if key not in st.session_state:
         st.session_state[key] = d
-    if isinstance(d, bool):
-        return st.checkbox(label, key=key, help=help_, persist_state="session")
-    if isinstance(d, int):
-        return st.number_input(label, min_value=None if h["low"] is None else int(h["low"]),
-                               max_value=None if h["high"] is None else int(h["high"]), step=1, key=key, help=help_,
-                               persist_state="session")
-    if isinstance(d, float):
-        return st.number_input(label, min_value=None if h["low"] is None else float(h["low"]),
-                               max_value=None if h["high"] is None else float(h["high"]), key=key, help=help_,
-                               format="%g", persist_state="session")
-    return st.text_input(label, key=key, help=help_, persist_state="session")
+    return _widget(st, h, label, key, _help(h))
+
+
+def weight_widget(method_key: str, default: float) -> Any:
+    """The run weight of a method (RunConfig's WEIGHT spec, with the method's own default)."""
+    return hparam_widget(replace(WEIGHT, default=float(default)), f"{K}w.{method_key}")
+
+
+def field_widget(name: str, where=None, options=None, note: str = "", multi: bool = False, **kw) -> Any:
+    """The Train form's widget for RunConfig field `name` (key "train.<name>"): label, help and bounds or
+    choices from FIELD_SPECS[name]; `options` for fields whose values come from a registry; `note` adds
+    what only the page knows (the dataset's recipe) to the help."""
+    h = FIELD_SPECS[name]
+    label = kw.pop("label", None) or h.label or name
+    return _widget(where or st, h, label, kw.pop("key", K + name), _help(h, note), options, multi, **kw)
+
+
+def _widget(where, h: HParam, label: str, key: str, help_: str | None, options=None, multi=False, **kw) -> Any:
+    kw = dict(key=key, help=help_, persist_state=KEEP, **kw)
+    if multi:
+        return where.multiselect(label, list(options), **kw)
+    if options is not None or h.choices:
+        return where.selectbox(label, list(options if options is not None else h.choices), **kw)
+    if h.kind == "bool":
+        return where.checkbox(label, **kw)
+    if h.kind == "int":
+        return where.number_input(label, min_value=None if h.low is None else int(h.low),
+                                  max_value=None if h.high is None else int(h.high), step=1, **kw)
+    if h.kind == "float":
+        return where.number_input(label, min_value=None if h.low is None else float(h.low),
+                                  max_value=None if h.high is None else float(h.high), format="%g", **kw)
+    return where.text_input(label, max_chars=h.max_len, **kw)
 
 
 # ---------------------------------------------------------------------- analysis pages
 def pick_runs(store: Store, page: str) -> list[dict]:
     """The run to analyse (shared across pages via session state), optionally a second side by side.
     Stops the page with a hint when no run has probes yet."""
-    runs = S.analysis_runs(store)
+    runs = analysis_runs(store)
     if not runs:
         st.info("No finished run with probes yet. Start one on the **Train** page (one click on Home: "
                 "*KD vs student alone*); its figures appear here when it completes.")
-        st.page_link("pages/1_Train.py", label="Go to Train", icon=":material/model_training:")
+        st.page_link(TRAIN, label="Go to Train", icon=":material/model_training:")
         st.stop()
     by_id = {r["id"]: r for r in runs}
     ids = list(by_id)
     want = st.query_params.get("run") or st.session_state.get("analysis_run")
     c1, c2, c3 = st.columns([3, 1, 3])
     first = c1.selectbox("Run", ids, index=ids.index(want) if want in by_id else 0,
-                         format_func=lambda i: S.run_label(by_id[i]), key=f"{page}.run",
+                         format_func=lambda i: run_label(by_id[i]), key=f"{page}.run",
                          help="finished runs that recorded probes, newest first")
     st.session_state["analysis_run"] = first
     chosen = [by_id[first]]
@@ -76,33 +108,21 @@ def pick_runs(store: Store, page: str) -> list[dict]:
         rest = [i for i in ids if i != first]
         want2 = st.session_state.get("analysis_run2")
         second = c3.selectbox("Second run", rest, index=rest.index(want2) if want2 in rest else 0,
-                              format_func=lambda i: S.run_label(by_id[i]), key=f"{page}.run2")
+                              format_func=lambda i: run_label(by_id[i]), key=f"{page}.run2")
         st.session_state["analysis_run2"] = second
         chosen.append(by_id[second])
     return chosen
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
-def load_probe_cached(path: str, mtime: float) -> dict:
-    from .analysis.probes import load_probe
-    return load_probe(path)
-
-
 def pick_probes(runs: list[dict], page: str) -> list[dict]:
     """One probe per run at the chosen epoch (the nearest recorded one for a second run)."""
-    from pathlib import Path
-
-    from .analysis.probes import list_probes
+    from ..analysis.probes import list_probes
     found = [dict(list_probes(r["run_dir"])) for r in runs]
     epochs = sorted(found[0])
     epoch = epochs[0] if len(epochs) == 1 else st.select_slider(
         "Epoch (recorded probes)", epochs, value=epochs[-1], key=f"{page}.epoch",
         help="0 = before training; the last one is the trained model")
-    probes = []
-    for f in found:
-        p = f[S.nearest(sorted(f), epoch)]
-        probes.append(load_probe_cached(str(p), Path(p).stat().st_mtime))
-    return probes
+    return [C.probe(f[nearest(sorted(f), epoch)]) for f in found]
 
 
 def pick_analysis(store: Store, page: str, k: int = 4, allow_all: bool = False):
@@ -110,7 +130,7 @@ def pick_analysis(store: Store, page: str, k: int = 4, allow_all: bool = False):
     metadata and the probe rows to show. Returns (runs, probes, meta, positions)."""
     runs = pick_runs(store, page)
     probes = pick_probes(runs, page)
-    meta = S.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
+    meta = C.dataset_meta(runs[0]["config"]["dataset"], runs[0]["config"].get("data_root"))
     return runs, probes, meta, pick_samples(probes[0], meta["classes"], page, k=k, allow_all=allow_all)
 
 
@@ -120,10 +140,10 @@ def side_by_side(runs: list[dict], probes: list[dict], positions, detail=None):
     (by default the number of picked samples)."""
     for col, run, probe in zip(st.columns(len(runs)), runs, probes):
         with col:
-            sub = S.subset(probe, [p for p in positions if p < len(probe["y"])])
-            ref = S.reference_name(run)
+            sub = subset(probe, [p for p in positions if p < len(probe["y"])])
+            ref = reference_name(run)
             info = detail(run, probe, sub, ref) if detail else f"{len(sub['y'])} samples"
-            st.markdown(f"**{S.run_label(run)}** · epoch {probe['epoch']} · {info}")
+            st.markdown(f"**{run_label(run)}** · epoch {probe['epoch']} · {info}")
             yield run, probe, sub, ref
 
 
@@ -131,7 +151,7 @@ def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_a
     """Rows of the probe to show: by index, by class, where teacher and student disagree most (or all)."""
     modes = (["all"] if allow_all else []) + ["disagree", "class", "index"]
     c1, c2 = st.columns([2, 3])
-    mode = c1.radio("Samples", modes, format_func=S.SAMPLE_MODES.get, key=f"{page}.mode", horizontal=True)
+    mode = c1.radio("Samples", modes, format_func=SAMPLE_MODES.get, key=f"{page}.mode", horizontal=True)
     value = None
     n = len(probe["y"])
     if mode == "class":
@@ -144,7 +164,7 @@ def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_a
                                key=f"{page}.index")
     elif mode == "disagree":
         k = int(c2.number_input("How many", 1, n, value=min(k, n), key=f"{page}.k"))
-    pos = S.sample_positions(probe, mode, value, k)
+    pos = sample_positions(probe, mode, value, k)
     if len(pos) == 0:
         st.warning("No samples match; pick another class or some indices.")
         st.stop()
@@ -155,10 +175,10 @@ def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_a
 def launch(store: Store, configs: list[dict]) -> list[str]:
     """Queue the first config; comparison configs identical to a completed run reuse it instead.
     The ids become the Train page's live runs."""
-    from .jobs import submit
+    from ..jobs import submit
     ids = []
     for i, cfg in enumerate(configs):
-        same = S.find_same_run(store, cfg) if i else None
+        same = find_same_run(store, cfg) if i else None
         ids.append(same["id"] if same else submit(cfg, store))
     st.session_state["active_runs"] = ids
     return ids
@@ -166,13 +186,13 @@ def launch(store: Store, configs: list[dict]) -> list[str]:
 
 def launch_preset(store: Store, key: str) -> None:
     """One click: queue the preset (and its comparison), then watch it on the Train page."""
-    from .presets import preset_configs
+    from ..presets import preset_configs
     configs = preset_configs(key)
     launch(store, configs)
     st.session_state["train_prefill"] = configs[0]
-    st.switch_page("pages/1_Train.py")
+    st.switch_page(TRAIN)
 
 
 def open_in_train(config: dict) -> None:
     st.session_state["train_prefill"] = config
-    st.switch_page("pages/1_Train.py")
+    st.switch_page(TRAIN)

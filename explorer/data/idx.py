@@ -1,0 +1,112 @@
+"""MNIST / Fashion-MNIST IDX files (plain or .gz, detected from the content)."""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .raw import DatasetFormatError, DatasetNotFoundError, RawData, check_labels, raw_from_arrays
+
+# the header's third byte -> the (big-endian) dtype of the data
+IDX_CODES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DatasetFormatError(f"{path}: looks gzip-compressed but cannot be decompressed ({e})") from e
+    return data
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not, detected from its content) into a native-endian array."""
+    path = Path(path)
+    data = _read_maybe_gz(path)
+    if len(data) < 4:
+        raise DatasetFormatError(f"{path}: not an IDX file: only {len(data)} bytes, the header needs 4")
+    z0, z1, code, ndim = data[0], data[1], data[2], data[3]
+    if z0 != 0 or z1 != 0:
+        raise DatasetFormatError(f"{path}: not an IDX file: magic {data[:4].hex()} should start with 0000 "
+                                 "(then a dtype code and the number of dimensions)")
+    if code not in IDX_CODES:
+        raise DatasetFormatError(f"{path}: IDX magic {data[:4].hex()} has unknown dtype code 0x{code:02x} "
+                                 f"(known: {', '.join(f'0x{c:02x}' for c in IDX_CODES)})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetFormatError(f"{path}: IDX header says {ndim} dimensions but the file ends after {len(data)} bytes")
+    dims = struct.unpack(f">{ndim}i", data[4:header])
+    if any(d < 0 for d in dims):
+        raise DatasetFormatError(f"{path}: IDX dimensions {dims} include a negative size")
+    dtype = IDX_CODES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DatasetFormatError(f"{path}: IDX dims {dims} of {dtype.name} need {expected} data bytes, "
+                                 f"the file has {len(data) - header} (truncated or corrupt)")
+    arr = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"   # Debian package dataset-fashion-mnist
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+
+
+def _idx_candidates(folder: Path, stem: str) -> list[Path]:
+    """The names a file appears under: the original `train-images-idx3-ubyte`, its .gz (Debian's
+    dataset-fashion-mnist ships these), and the dotted `train-images.idx3-ubyte` some mirrors use."""
+    dotted = stem.replace("-idx", ".idx")
+    names = [stem, stem + ".gz", dotted, dotted + ".gz"]
+    return [folder / n for n in names]
+
+
+def _idx_fix_hint(classes) -> str:
+    hint = "pass --data-root FOLDER holding the four IDX files (plain or .gz)"
+    if tuple(classes) == FASHION_MNIST_CLASSES:
+        hint = ("install Debian's package with `apt-get install dataset-fashion-mnist` (files land in "
+                f"{DEFAULT_FASHION_MNIST_ROOT}), or " + hint)
+    return hint
+
+
+def load_idx_dataset(root, classes: tuple[str, ...]) -> RawData:
+    """MNIST / Fashion-MNIST layout: train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte in `root` (or `root/raw`, torchvision's layout), each optionally .gz."""
+    root = Path(root).expanduser()
+    looked_for = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"IDX dataset folder {root} does not exist (it should hold {looked_for}); "
+                                   f"{_idx_fix_hint(classes)}")
+    folders = [root] + ([root / "raw"] if (root / "raw").is_dir() else [])
+    found, missing = {}, []
+    for key, stem in IDX_FILES.items():
+        hit = next((p for f in folders for p in _idx_candidates(f, stem) if p.is_file()), None)
+        if hit is None:
+            missing.append(stem)
+        else:
+            found[key] = hit
+    if missing:
+        raise DatasetNotFoundError(f"IDX dataset folder {root} lacks {', '.join(f'{m}[.gz]' for m in missing)} "
+                                   f"(looked for {looked_for}); {_idx_fix_hint(classes)}")
+    arrays = {k: read_idx(p) for k, p in found.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        px, py = found[f"{split}_x"], found[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 3:
+            raise DatasetFormatError(f"{px}: expected uint8 images (N, H, W), got {x.dtype} {x.shape}")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise DatasetFormatError(f"{py}: expected 1-D integer labels, got {y.dtype} {y.shape}")
+        if len(x) != len(y):
+            raise DatasetFormatError(f"{px} has {len(x)} images but {py} has {len(y)} labels")
+        check_labels(y, len(classes), str(py))
+    return raw_from_arrays(arrays["train_x"][:, None], arrays["train_y"], arrays["test_x"][:, None], arrays["test_y"],
+                classes, {"source": str(root), "files": {k: str(p) for k, p in found.items()}})

@@ -1,0 +1,174 @@
+"""A run's life: queued -> running -> completed | failed | cancelled | interrupted, recorded in the
+store from start to end, and the events it emits on the way.
+
+    summary = run(RunConfig(dataset="digits", methods="kd", n_train=300))
+
+Cancellation comes from a threading.Event or from the store (another process); a failure ends the
+run as `failed` with a message naming the likely cause (errors.explain).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import RunConfig
+from ..distributed import FollowerStore, setup as setup_distributed
+from ..errors import RunCancelled, RunFailed, explain
+from ..kd.base import Method
+from ..recipes import recipe_hash, resolve, teacher_recipe
+from ..store import Store
+from ..teachers import TeacherRef
+from . import loop, probe, setup
+from .loop import evaluate
+from .setup import RunState
+
+CANCEL_POLL_S = 0.25       # how often the store is asked whether someone cancelled the run
+
+
+@dataclass
+class Event:
+    kind: str                      # "start" | "step" | "epoch" | "end" | "log"; a teacher's: "teacher_" + kind
+    run_id: str
+    epoch: int = 0
+    step: int = 0
+    values: dict = field(default_factory=dict)
+    message: str = ""
+
+
+class Trainer:
+    def __init__(self, config: RunConfig | dict, store: Store | None = None,
+                 on_event: Callable[[Event], None] | None = None, cancel: threading.Event | None = None):
+        self.config = resolve(config)
+        self.dist = setup_distributed(self.config.device)   # None unless started by torchrun: distributed.py
+        self.main = self.dist is None or self.dist.is_main   # the one process that records the run
+        if self.dist is not None:
+            self.dist.check_batch_size(self.config.batch_size)
+        self.store = (store or Store()) if self.main else FollowerStore(self.dist.rank)
+        self.on_event = (on_event or (lambda e: None)) if self.main else (lambda e: None)
+        self.cancel = cancel
+        self._last_poll = 0.0
+
+    def run(self, run_id: str | None = None, resume: bool = False) -> dict:
+        """Train (or, resume: continue from its checkpoint) and record the run; returns its summary and run_id."""
+        cfg = self.config
+        if run_id is None:
+            run_id = self.store.create_run(cfg.to_dict(), status="queued",
+                                           recipe_hash=recipe_hash(cfg) if cfg.role == "teacher" else None)
+        self.run_id = run_id
+        self.run_dir = Path(self.store.get_run(run_id)["run_dir"])
+        t0 = time.time()
+        try:
+            self.store.set_status(run_id, "running", message="", worker_pid=os.getpid())
+            summary = self._train(resume)
+        except RunCancelled:
+            self.store.set_status(run_id, "cancelled", message="cancelled by the user")
+            self.emit("end", values={"status": "cancelled"})
+            return {"run_id": run_id, "status": "cancelled", "seconds": round(time.time() - t0, 3)}
+        except KeyboardInterrupt:
+            self.store.set_status(run_id, "interrupted", message="interrupted (Ctrl-C); resume with `kd-explorer resume`")
+            raise
+        except Exception as e:  # any failure is recorded with a readable message, then surfaced
+            msg = explain(e)
+            self.store.set_status(run_id, "failed", message=msg)
+            self.emit("end", values={"status": "failed"}, message=msg)
+            raise RunFailed(msg) from e
+        summary["seconds"] = round(time.time() - t0, 3)
+        self.store.set_status(run_id, "completed", message="", summary=summary)
+        self.emit("end", values={"status": "completed", **summary})
+        return {"run_id": run_id, "status": "completed", **summary}
+
+    def emit(self, kind: str, epoch: int = 0, step: int = 0, values: dict | None = None, message: str = "") -> None:
+        self.on_event(Event(kind, self.run_id, epoch, step, values or {}, message))
+
+    def check_cancel(self, force: bool = False) -> None:
+        """Raise RunCancelled if asked to stop; the store is polled every CANCEL_POLL_S (force: now)."""
+        if self.dist is not None:   # every rank must stop at the same step: decided together, at epoch ends
+            wanted = self.main and ((self.cancel is not None and self.cancel.is_set()) or
+                                    self.store.cancel_requested(self.run_id))
+            if force and self.dist.any(wanted):
+                raise RunCancelled()
+            return
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled()
+        now = time.monotonic()
+        if force or now - self._last_poll > CANCEL_POLL_S:
+            self._last_poll = now
+            if self.store.cancel_requested(self.run_id):
+                raise RunCancelled()
+
+    def train_teacher(self, arch: str) -> TeacherRef:
+        """No teacher `arch` exists for this recipe: train one now, as a run of its own that later runs reuse.
+        Its events reach this run's listener as teacher_* events."""
+        tcfg = teacher_recipe(self.config, arch)
+        self.emit("log", message=f"training teacher {arch} on {tcfg.dataset} ({tcfg.epochs} epochs) -- "
+                                 "once; later runs reuse it")
+        parent = self.run_id
+
+        def relay(e: Event):
+            self.on_event(Event(e.kind if e.kind == "log" else "teacher_" + e.kind, parent, e.epoch, e.step,
+                                e.values, e.message))
+        result = Trainer(tcfg, self.store, on_event=relay, cancel=self.cancel).run()
+        if result["status"] == "cancelled":
+            raise RunCancelled()
+        return TeacherRef(arch, "run", run_id=result["run_id"], test_acc=result.get("test_acc"))
+
+    def _train(self, resume: bool) -> dict:
+        state = setup.build(self, resume)
+        cfg = self.config
+        self.emit("start", values={"teacher_acc": state.teacher_acc, "device": str(state.device), "epochs": cfg.epochs,
+                                   "steps_per_epoch": state.steps_per_epoch, "n_train": len(state.data.train),
+                                   "student": cfg.student, "teacher": cfg.teacher if state.teacher is not None else None})
+        if self.main and state.start_epoch == 0:
+            probe.maybe_capture(self, state, 0)
+        values = loop.fit(self, state)
+        return self._finish(state, values)
+
+    def _finish(self, state: RunState, values: dict) -> dict:
+        """Test every model, then save the final models and the summary's metrics (rank 0)."""
+        cfg, scheme = self.config, state.scheme
+        models = scheme.eval_models()
+        summary = {f"test_acc/{n}": evaluate(m, state.data, "test", cfg.batch_size * 4) for n, m in models.items()}
+        summary["test_acc"] = summary[f"test_acc/{next(iter(models))}"]
+        summary["teacher_acc"] = state.teacher_acc
+        summary["val_acc"] = values.get("val/acc")   # None when resumed after its last epoch
+        summary["n_train"] = len(state.data.train)
+        summary["epochs"] = cfg.epochs
+        ref = state.teacher_ref
+        summary["teacher_run"] = ref.run_id if ref is not None and ref.source == "run" else None
+        summary["teacher_source"] = ref.source if ref is not None else None
+        summary["teacher_arch"] = ref.arch if ref is not None else None
+        # which (student, teacher) stages each feature method distilled, for the app to label its figures
+        summary["stage_pairs"] = {m.key: [[int(i), int(j)] for i, j in m.pairs]
+                                  for m in scheme.modules() if isinstance(m, Method) and hasattr(m, "pairs")}
+        cache = getattr(scheme, "teacher_cache", None)
+        summary["teacher_cache"] = cache is not None   # honest flag: teacher logits were reused
+        if cache is not None:
+            summary["teacher_cache_hit_rate"] = round(cache.hit_rate, 4)
+        if not self.main:
+            return summary   # rank 0 saves and records the run
+        final = self.run_dir / "model.pt"
+        torch.save({n: m.state_dict() for n, m in models.items()}, final)
+        self.store.add_artifact(self.run_id, "model", final, "state_dict")
+        scheme.save_artifacts(self.run_dir, self.store, self.run_id)
+        self.store.log_metrics(self.run_id, "final", cfg.epochs, state.step,
+                               {k: v for k, v in summary.items() if isinstance(v, float)})
+        return summary
+
+
+def run(config: RunConfig | dict | None = None, store: Store | None = None, on_event=None,
+        cancel: threading.Event | None = None, **overrides) -> dict:
+    """Train one run from Python (a notebook): returns the summary dict with its run_id.
+    overrides: config fields, e.g. run(cfg, epochs=3)."""
+    if config is None:
+        config = RunConfig()
+    if isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    if overrides:
+        config = RunConfig.from_dict(config.to_dict() | overrides)
+    return Trainer(config, store, on_event, cancel).run()
