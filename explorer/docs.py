@@ -4,7 +4,7 @@
     python scripts/registry_tables.py --check   # exit 1 when README.md and the registries disagree
 
 Each table sits between `<!-- registry:KIND -->` and `<!-- /registry:KIND -->` in README.md, so a new
-method, scheme, model or dataset reaches the docs by rerunning the script; tests/test_docs.py fails
+method, scheme, model or dataset reaches the docs by rerunning the script; tests/unit/test_docs.py fails
 until it is rerun.
 """
 from __future__ import annotations

@@ -22,3 +22,15 @@ def _restore_main_module():
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+KINDS = ("unit", "e2e", "app", "browser")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test is marked by the folder it lives in (tests/unit, tests/e2e, tests/app, tests/browser),
+    so `pytest -m unit` runs the fast checks and `-m "not browser"` skips Chromium."""
+    for item in items:
+        kind = next((k for k in KINDS if f"/tests/{k}/" in str(item.path)), None)
+        if kind is not None:
+            item.add_marker(kind)

@@ -8,8 +8,15 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import teachers
+from ..checkpoints import load_checkpoint_into
+from ..data import get_dataset_spec, load_dataset
+from ..kd import get_method, list_methods
+from ..kd.pairing import pair_stages
+from ..models import create_model
+from ..schemes import get_scheme, list_schemes
 from ..store import Store
 from .runs import is_alone, run_label
 
@@ -33,9 +40,7 @@ def nearest(values: list[int], want: int) -> int:
 @lru_cache(maxsize=4)
 def dataset_meta(name: str, data_root: str | None = None) -> dict:
     """Class names, image shape and normalisation of a dataset (read once per process)."""
-    import torch
 
-    from ..data import get_dataset_spec, load_dataset
     spec = get_dataset_spec(name)
     try:
         data = load_dataset(name, data_root or spec.default_root, None, torch.device("cpu"))
@@ -71,7 +76,6 @@ def sample_positions(probe: Mapping, mode: str, value: Any = None, k: int = 8) -
 def subset(probe: Mapping, pos) -> dict:
     """A probe restricted to rows `pos` (every per-sample tensor sliced the same way). Where the probe
     came from (its file's path and mtime, when known) and the rows taken are kept: they key cached results."""
-    import torch
     rows = [int(p) for p in np.asarray(pos, dtype=np.int64).reshape(-1)]
     idx = torch.as_tensor(rows, dtype=torch.int64)   # a copy: `pos` may be a read-only pandas view
 
@@ -85,7 +89,6 @@ def subset(probe: Mapping, pos) -> dict:
 
 def reference_name(run: Mapping) -> str:
     """What a probe's "teacher" side is for this run: the teacher, or (no teacher) the scheme's reference."""
-    from ..schemes import get_scheme
     try:
         return "teacher" if get_scheme(run["config"].get("scheme", "offline")).needs_teacher else "reference peer"
     except KeyError:
@@ -99,7 +102,6 @@ def stage_pair_indices(probe: Mapping, run: Mapping | None = None) -> list[tuple
     else the pairs explorer.kd.pairing.pair_stages gives for the probe's stage shapes, honouring the
     config's explicit stage_pairs (what every feature method pairs by default). A run that distilled no
     stage (logits only) gets the default pairs too: they are what a feature method would compare."""
-    from ..kd.pairing import pair_stages
     ns, nt = len(probe["student"]["stages"]), len(probe["teacher"]["stages"])
     if not ns or not nt:
         return []
@@ -124,7 +126,6 @@ def stage_pairs(probe: Mapping, run: Mapping | None = None) -> list[tuple[str, s
 
 # ---------------------------------------------------------------------- models
 def _model_maker(cfg: Mapping):
-    from ..models import create_model
     meta = dataset_meta(cfg["dataset"], cfg.get("data_root"))
     return lambda arch: create_model(arch, num_classes=len(meta["classes"]), in_channels=meta["shape"][0],
                                      image_size=meta["shape"][1])
@@ -133,7 +134,6 @@ def _model_maker(cfg: Mapping):
 def rebuild_models(store: Store, run: Mapping) -> dict:
     """The run's final student and the teacher it really had (teachers.of_run) as CPU modules in eval mode,
     for Grad-CAM / saliency: {"student": model, "teacher": model or None}. Weights are read weights-only."""
-    from ..checkpoints import load_checkpoint_into
     cfg = run["config"]
     make = _model_maker(cfg)
     out = {"student": load_checkpoint_into(make(cfg["student"]), store.artifacts(run["id"])["model"], "student"),
@@ -153,8 +153,6 @@ def rebuild_models(store: Store, run: Mapping) -> dict:
 # ---------------------------------------------------------------------- the concept map & playground
 def taxonomy() -> pd.DataFrame:
     """The survey's map from the registries: knowledge types (methods) and schemes/algorithms."""
-    from ..kd import get_method, list_methods
-    from ..schemes import get_scheme, list_schemes
     rows = []
     for branch, keys, get in (("knowledge", list_methods(), get_method), ("scheme", list_schemes(), get_scheme)):
         for k in keys:
@@ -185,9 +183,7 @@ def playground_logits(store: Store, n: int = 6) -> dict | None:
 
 @lru_cache(maxsize=2)
 def _default_playground(ref: teachers.TeacherRef, home: str, n: int) -> dict:
-    import torch
 
-    from ..data import load_dataset
     data = load_dataset("digits", None, None, torch.device("cpu"))
     model = teachers.load(ref, _model_maker({"dataset": "digits"})(ref.arch), Store(home))
     x = data.normalize(data.test.x[:n])

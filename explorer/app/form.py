@@ -7,10 +7,16 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
+from ..checkpoints import read_state_dict
 from ..config import RunConfig
+from ..kd import get_method
+from ..models import model_info
 from ..recipes import resolve
+from ..schemes import get_scheme
 from ..store import Store, safe_name
-from ..uploads import UploadError
+from ..uploads import UploadError, check_fits, save_upload as save_checked
 from .analysis import dataset_meta
 
 K = "train."   # every Train-page widget key starts with this
@@ -31,8 +37,6 @@ def _hp_type(default):
 
 def form_state(config: Mapping) -> dict[str, Any]:
     """Widget values (key -> value) that show `config` on the Train page: a preset's prefill."""
-    from ..kd import get_method
-    from ..schemes import get_scheme
     cfg = RunConfig.from_dict(dict(config))
     s: dict[str, Any] = {
         K + "name": cfg.name or "", K + "dataset": cfg.dataset, K + "data_root": cfg.data_root or "",
@@ -57,8 +61,6 @@ def form_state(config: Mapping) -> dict[str, Any]:
 def config_from_form(state: Mapping[str, Any]) -> dict:
     """The run config (a dict RunConfig.from_dict accepts) the Train page's widgets describe.
     Hyperparameters equal to their default are left out, so a stored config lists what was chosen."""
-    from ..kd import get_method
-    from ..schemes import get_scheme
     g = lambda name, default=None: state.get(K + name, default)   # noqa: E731
     cfg: dict[str, Any] = {"dataset": g("dataset", "digits"), "scheme": g("scheme", "offline")}
     for field in ("student", "epochs", "n_train", "batch_size", "lr", "seed", "device"):
@@ -142,7 +144,6 @@ def teacher_runs(store: Store, dataset: str) -> list[dict]:
 
 
 def model_params(arch: str, dataset: str, data_root: str | None = None) -> int | None:
-    from ..models import model_info
     try:
         meta = dataset_meta(dataset, data_root)
         return model_info(arch, len(meta["classes"]), meta["shape"][0], meta["shape"][1])["params"]
@@ -153,9 +154,6 @@ def model_params(arch: str, dataset: str, data_root: str | None = None) -> int |
 def teacher_from_run(store: Store, run_id: str) -> tuple[str, str]:
     """(architecture, checkpoint path) of a finished run's student, saved as a plain state_dict
     under <home>/teachers/ (a config's teacher_ckpt is read as a plain state_dict)."""
-    import torch
-
-    from ..checkpoints import read_state_dict
     run = store.get_run(run_id)
     out = store.home / "teachers" / f"{safe_name(run['id'])}-student.pt"
     if not out.is_file():
@@ -171,7 +169,6 @@ def save_upload(store: Store, filename: str, data: bytes, arch: str, dataset: st
                 data_root: str | None = None) -> str:
     """Check an uploaded teacher checkpoint (explorer.uploads: size, type by content, weights_only,
     sanitised name) and that it fits `arch` on `dataset`; leaves nothing behind when refused."""
-    from ..uploads import check_fits, save_upload as save_checked
     if Path(filename).suffix.lower() not in UPLOAD_SUFFIXES:
         raise UploadError(f"{filename!r} is not a .pt or .pth file; save the model with "
                           "torch.save(model.state_dict(), 'teacher.pt')")

@@ -277,12 +277,17 @@ def test_digits():
 
 # --------------------------------------------------------------------------------------------- shapes
 
-def test_shapes_properties():
+@pytest.mark.benchmark
+def test_shapes_generation_time():
     t = time.perf_counter()
-    d = make_shapes(5000, 1000, seed=0)
+    make_shapes(5000, 1000, seed=0)
     dt = time.perf_counter() - t
     print(f"\nmake_shapes: 6,000 images 32x32 in {dt:.2f} s")
     assert dt < 5.0   # target < 2 s; loose bound for a loaded shared machine
+
+
+def test_shapes_properties():
+    d = make_shapes(5000, 1000, seed=0)
     assert d.train_x.shape == (5000, 3, 32, 32) and d.test_x.shape == (1000, 3, 32, 32)
     assert d.classes == SHAPE_CLASSES and len(SHAPE_CLASSES) == 10
     assert d.train_y.bincount(minlength=10).tolist() == [500] * 10

@@ -19,6 +19,7 @@ from explorer.schemes.common import freeze, mid_model
 from explorer.schemes.cross_modal import make_view
 from explorer.schemes.data_free import load_synthesised
 from explorer.store import Store
+from support.runs import split_size
 
 ALL = ["dml", "kdcl", "one", "byot", "cskd", "tfkd", "pskd", "takd", "mtkd_avg", "camkd", "dafl", "deepinversion",
        "adversarial", "crossmodal"]
@@ -336,7 +337,8 @@ def test_every_scheme_runs_end_to_end_and_stores_every_models_accuracy(key, stor
     run = store.get_run(r["run_id"])
     assert run["status"] == "completed" and run["scheme"] == key
     accs = {k[9:]: v for k, v in run["summary"].items() if k.startswith("test_acc/")}
-    assert set(accs) == names and all(0 <= v <= 1 for v in accs.values())
+    n_test = split_size(run["config"]["dataset"], run["config"].get("data_root"))   # each a count over the whole split
+    assert set(accs) == names and all(v * n_test == pytest.approx(round(v * n_test)) for v in accs.values())
     epoch = {m["name"] for m in store.metrics(r["run_id"], "epoch")}
     assert {f"val/acc/{n}" for n in names} <= epoch
     arts = store.artifacts(r["run_id"])

@@ -17,7 +17,7 @@ from explorer.engine import Trainer
 from explorer.errors import RunFailed
 from explorer.store import Store
 
-from test_jobs import TINY, _one_thread_workers, _wait_for, stop_workers  # noqa: F401  (autouse fixture)
+from support.jobs import TINY, one_thread_workers, stop_workers, wait_for as _wait_for  # noqa: F401  (autouse fixture)
 
 
 def assert_consistent(store: Store) -> None:

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 METHOD = textwrap.dedent('''
     """Mean absolute difference of softened probabilities: a toy response method for the one-file test."""

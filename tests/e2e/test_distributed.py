@@ -24,7 +24,7 @@ from explorer import distributed
 from explorer.kd.base import Batch
 from explorer.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

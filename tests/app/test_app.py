@@ -25,7 +25,7 @@ from explorer.recipes import resolve
 from explorer.schemes import list_schemes
 from explorer.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ANALYSIS = ["3_Attention_maps", "4_Feature_similarity", "5_Relation_matrices", "6_Logits_and_calibration",
             "7_Embeddings"]
 PAGES = ["1_Train", "2_Runs"] + ANALYSIS

@@ -22,7 +22,7 @@ from explorer.config import ConfigError, RunConfig
 from explorer.store import Store, safe_name
 from explorer.uploads import clean_filename
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCANNED = [REPO / "explorer", REPO / "pages", REPO / "Home.py"]
 # (file relative to the repo, enclosing function) allowed to make an otherwise-flagged call, and why
 ALLOWED = {

@@ -8,7 +8,7 @@ from explorer import cli, docs
 from explorer.config import FIELD_SPECS
 from explorer.recipes import REGISTRIES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_tables_match_the_registries():

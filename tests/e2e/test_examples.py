@@ -9,7 +9,7 @@ from pathlib import Path
 
 from explorer import Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "explore_run.py"
 
 # figure name -> {printed number: (low, high)}

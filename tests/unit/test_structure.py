@@ -6,7 +6,7 @@ function-local import counts too: a lazy import defers the problem, it does not 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "explorer"
+PACKAGE = Path(__file__).resolve().parents[2] / "explorer"
 MAX_LINES = 350
 
 
