@@ -13,6 +13,7 @@ from explorer.errors import RunFailed
 from explorer.models import list_models
 from explorer.recipes import resolve
 from explorer.store import Store
+from support.runs import stored_student_test_acc
 from support.writers import write_cifar, write_idx
 
 TINY = dict(dataset="digits", n_train=60, epochs=1, teacher_epochs=1, student="cnn_tiny", teacher="cnn_tiny",
@@ -94,7 +95,7 @@ def test_fashion_mnist_real_files_one_epoch():
     # role teacher: trains one model alone, so the test does not train a teacher on all 54,000 images
     r = run(RunConfig(dataset="fashion-mnist", role="teacher", n_train=200, epochs=1, student="cnn_tiny",
                       probe_size=0, methods=[]))
-    assert r["status"] == "completed" and 0 <= r["test_acc"] <= 1
+    assert r["status"] == "completed" and r["test_acc"] == pytest.approx(stored_student_test_acc(Store(), r["run_id"]))
 
 
 def test_shapes_and_folder_one_epoch(tmp_path):
@@ -189,7 +190,8 @@ def test_cli_run_json_last_line_and_listing(capsys):
     assert code == 0
     result = json.loads(out[-1])
     assert {"run_id", "status", "test_acc", "teacher_acc", "seconds"} <= set(result)
-    assert result["status"] == "completed" and 0 <= result["test_acc"] <= 1
+    assert result["status"] == "completed"
+    assert result["test_acc"] == pytest.approx(stored_student_test_acc(Store(), result["run_id"]))   # the saved student
     assert cli.main(["runs", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2                                   # the teacher run and the KD run
@@ -211,7 +213,7 @@ def test_every_zoo_model_trains_one_epoch(arch):
     # role "teacher": one model trained alone, the path every teacher and baseline takes
     r = run(RunConfig(dataset="digits", role="teacher", student=arch, n_train=20, epochs=1, batch_size=10,
                       probe_size=0, methods=[]))
-    assert r["status"] == "completed" and 0 <= r["test_acc"] <= 1
+    assert r["status"] == "completed" and r["test_acc"] == pytest.approx(stored_student_test_acc(Store(), r["run_id"]))
 
 
 def test_cli_speed_flags_reach_the_config(capsys):
