@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..spec import HParam, Paper  # noqa: F401  (the method contract's vocabulary)
+from .functional import standardize
 
 
 @dataclass
@@ -51,6 +52,12 @@ class PairContext:
     pairs: tuple[tuple[int, int], ...] | None = None  # explicit (student stage, teacher stage) override
 
 
+# Logit standardisation as a switch of every logit-based method, so "X + LS" is one hyperparameter
+STANDARDIZE = HParam("standardize", False, help="z-score each sample's logits before the softmax (logit "
+                     "standardisation, Sun et al., CVPR 2024); the temperature is then its base temperature "
+                     "(the paper's configs: 2, with a KD weight of 9)")
+
+
 class Method(nn.Module):
     key: ClassVar[str]
     name: ClassVar[str]
@@ -76,6 +83,14 @@ class Method(nn.Module):
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def response_logits(self, s: Outputs, t: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's and the (detached) teacher's logits, standardised when the method's
+        `standardize` switch is on."""
+        zs, zt = s.logits, t.logits.detach()
+        if self.hp.get("standardize"):
+            zs, zt = standardize(zs), standardize(zt)
+        return zs, zt
 
     @classmethod
     def describe(cls) -> dict:

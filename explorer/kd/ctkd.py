@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from .base import Batch, HParam, Method, Outputs, Paper
+from .base import STANDARDIZE, Batch, HParam, Method, Outputs, Paper
 from .functional import kd_loss
 from .registry import register_method
 
@@ -47,6 +47,7 @@ class CTKD(Method):
                "initial temperature; default 1 + 20 sigmoid(1) ~= 15.62, the official theta_0 = 1"),
         HParam("curriculum", 10 / 240, 0.0, 1.0, "fraction of the run over which lambda rises from 0 to 1 "
                                                  "(official: 10 of 240 epochs; 0 = lambda 1 from the start)"),
+        STANDARDIZE,
     )
     needs = frozenset({"logits"})
     default_weight = 0.9
@@ -82,4 +83,4 @@ class CTKD(Method):
         theta = _GradReverse.apply(self.theta, self.lam(batch.progress))
         T = lo + (hi - lo) * torch.sigmoid(theta)
         self.last_temperature = T.detach()   # for logging; not a loss term (every term is summed)
-        return {"kd": kd_loss(s.logits, t.logits.detach(), T)}
+        return {"kd": kd_loss(*self.response_logits(s, t), T)}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .base import Batch, HParam, Method, Outputs, Paper
+from .base import STANDARDIZE, Batch, HParam, Method, Outputs, Paper
 from .functional import dist_loss
 from .registry import register_method
 
@@ -20,6 +20,7 @@ class DIST(Method):
         HParam("beta", 2.0, 0.0, 4.0, "inter-class (per-sample) relation weight"),
         HParam("gamma", 2.0, 0.0, 4.0, "intra-class (per-class, across the batch) relation weight"),
         HParam("temperature", 4.0, 1.0, 8.0, "tau"),
+        STANDARDIZE,
     )
     needs = frozenset({"logits"})
     default_weight = 1.0
@@ -29,5 +30,5 @@ class DIST(Method):
     notes = "The intra-class term correlates columns across the batch, so it needs batches of more than one sample."
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
-        return {"dist": dist_loss(s.logits, t.logits.detach(), self.hp["beta"], self.hp["gamma"],
+        return {"dist": dist_loss(*self.response_logits(s, t), self.hp["beta"], self.hp["gamma"],
                                   self.hp["temperature"])}

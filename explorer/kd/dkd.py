@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from .base import Batch, HParam, Method, Outputs, Paper
+from .base import STANDARDIZE, Batch, HParam, Method, Outputs, Paper
 from .functional import dkd_loss
 from .registry import register_method
 
@@ -21,6 +21,7 @@ class DKD(Method):
         HParam("beta", 8.0, 0.0, 16.0, "weight of NCKD (KL among non-target classes); paper uses 8 on CIFAR-100"),
         HParam("temperature", 4.0, 1.0, 10.0, "softening temperature T"),
         HParam("warmup", 20 / 240, 0.0, 0.5, "fraction of the run over which the loss ramps linearly from 0 to 1"),
+        STANDARDIZE,
     )
     needs = frozenset({"logits"})
     default_weight = 1.0
@@ -32,6 +33,6 @@ class DKD(Method):
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
         w = self.hp["warmup"]
         ramp = min(batch.progress / w, 1.0) if w > 0 else 1.0
-        loss = dkd_loss(s.logits, t.logits.detach(), batch.y, self.hp["alpha"], self.hp["beta"],
+        loss = dkd_loss(*self.response_logits(s, t), batch.y, self.hp["alpha"], self.hp["beta"],
                         self.hp["temperature"])
         return {"dkd": ramp * loss}

@@ -16,6 +16,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 # ----------------------------------------------------------------------------- response-based
 
+def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024): each sample's logits z-scored over the classes,
+    (z - mean) / (eps + std) with the unbiased std, as the official `normalize` (eps added to the std)."""
+    mean = logits.mean(dim=-1, keepdim=True)
+    return (logits - mean) / (eps + logits.std(dim=-1, keepdim=True))
+
+
 def _non_target(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B, K) -> (B, K-1): drop each row's target column (exact, unlike a -1000 logit mask)."""
     keep = torch.ones_like(x, dtype=torch.bool).scatter_(1, target.view(-1, 1), False)

@@ -250,3 +250,46 @@ def test_irg_max_sq_edge_is_kd_zoos_squared_distance_over_max():
     expected = 2 * (25 + 49) / 36 ** 2 / 9
     assert KF.irg_edge_loss(s, t, form="max_sq").item() == pytest.approx(expected, rel=1e-6)
     assert get_method("irg")(_pair_ctx()).hp["edge_form"] == "mean"     # what the default weights were benchmarked with
+
+
+# ---------------------------------------------------------------------- logit standardisation (Sun et al., CVPR 2024)
+def test_every_logit_based_method_has_the_standardize_switch():
+    from explorer.kd import get_method, list_methods
+    response = [k for k in list_methods() if get_method(k).category == "response"]
+    assert {"kd", "dkd", "ctkd", "dist"} <= set(response)
+    for key in response:
+        spec = {h.name: h for h in get_method(key).hparams}["standardize"]
+        assert spec.default is False, key   # off by default: the method as published
+
+
+def test_kd_with_standardize_equals_the_official_ls_formula_by_hand():
+    # sunshangquan/logit-standardization-KD mdistiller/distillers/KD.py: normalize(z) = (z - mean) / (1e-7 + std),
+    # std unbiased; then KL(softmax(z_t/T) || softmax(z_s/T)) summed over classes, batch mean, times T^2
+    import math
+
+    from explorer.kd import get_method
+    from explorer.kd.base import Outputs, PairContext
+    zs = torch.tensor([[1.0, 2.0, 4.0], [0.0, -1.0, 3.0]], dtype=torch.float64)
+    zt = torch.tensor([[2.0, 0.0, 8.0], [1.0, 1.0, 7.0]], dtype=torch.float64)
+    T = 2.0
+
+    def z_score(row):
+        m = sum(row) / len(row)
+        sd = math.sqrt(sum((v - m) ** 2 for v in row) / (len(row) - 1))
+        return [(v - m) / (1e-7 + sd) for v in row]
+
+    def softmax(row):
+        e = [math.exp(v / T) for v in row]
+        return [v / sum(e) for v in e]
+
+    want = 0.0
+    for a, b in zip(zs.tolist(), zt.tolist()):
+        p_s, p_t = softmax(z_score(a)), softmax(z_score(b))
+        want += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
+    want = want / 2 * T * T
+    ctx = PairContext((), (), 0, 0, 3, 10, 1, 1)
+    method = get_method("kd")(ctx, temperature=T, standardize=True)
+    got = method(Outputs(zs), Outputs(zt), None)["kd"]
+    assert got.item() == pytest.approx(want, rel=1e-9)
+    plain = get_method("kd")(ctx, temperature=T)(Outputs(zs), Outputs(zt), None)["kd"]
+    assert plain.item() != pytest.approx(want, rel=1e-3)   # the switch changes the loss
