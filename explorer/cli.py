@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .config import FIELD_SPECS
+from .cli_config import FieldHelpFormatter, add_custom_code_flag, add_run_args, config_from_args, registry
 from .errors import ConfigError
 
 EXIT_USAGE = 2
@@ -35,140 +35,20 @@ def _progress_printer(json_mode: bool):
     return on_event
 
 
-def _list_of(cast, name: str):
-    def parse(text: str) -> list:
-        return [cast(v) for v in text.split(",") if v]
-    parse.__name__ = name   # argparse names the type in its error: "invalid A,B,C value"
-    return parse
-
-
-def _pair(text: str) -> list[int]:
-    student, _, teacher = text.partition(":")
-    return [int(student), int(teacher)]
-
-
-# kind -> (argparse type, metavar); lists are comma-separated on the command line
-FLAG_TYPES = {"int": (int, "N"), "float": (float, "X"), "str": (str, None), "device": (str, "DEVICE"),
-              "names": (_list_of(str, "A,B,C"), "A,B,C"), "ints": (_list_of(int, "N,N"), "N,N"),
-              "pairs": (_list_of(_pair, "S:T,S:T"), "S:T,S:T")}
-
-
-def _field_help(spec) -> str:
-    """The field's help, what it allows (a registry's keys, a range or choices) and its default."""
-    allowed = (", ".join(_registry(spec.registry).list()) if spec.registry
-               else "" if spec.kind == "bool" else spec.range_text())
-    default = "" if spec.default in (None, [], {}) else f" (default: {spec.default})"
-    return (spec.help + (f". Allowed: {allowed}" if allowed else "") + default).replace("%", "%%")
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Writes a field flag's help from its spec only when help is shown: a registry's keys import every
-    method, scheme and model (~2 s), which parsing a command must not pay."""
-
-    def _get_help_string(self, action):
-        if action.dest in FIELD_SPECS:
-            return _field_help(FIELD_SPECS[action.dest])
-        if action.dest == "method":   # --method is not a field's flag, but names methods
-            return f"{action.help}. Allowed: {', '.join(_registry('methods').list())}"
-        return super()._get_help_string(action)
-
-
-def _registry(kind: str):
-    from .recipes import REGISTRIES
-    return REGISTRIES[kind]
-
-
-def _add_run_args(p: argparse.ArgumentParser):
-    p.add_argument("--config", help="YAML or JSON run config; flags override its fields")
-    p.add_argument("--method", action="append", dest="method",
-                   help="knowledge term(s), the `methods` field: kd, at, kd+at ... or none; repeatable")
-    p.add_argument("--weight", action="append", default=[], metavar="KEY=W",
-                   help="a method's weight (methods[].weight), e.g. at=1000")
-    p.add_argument("--param", action="append", default=[], metavar="KEY.NAME=V",
-                   help="a method or scheme hyperparameter (methods[].params, scheme_params), e.g. kd.temperature=8 "
-                        "or dml.peers=3; `kd-explorer methods` / `kd-explorer schemes` list each one's range")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    _add_custom_code_flag(p)
-    fields = p.add_argument_group("run config fields (a flag overrides that field of --config; "
-                                  "speed options: docs/performance.md)")
-    for name, spec in FIELD_SPECS.items():
-        if spec.kind in ("methods", "mapping"):   # methods and scheme_params: --method, --weight, --param
-            continue
-        parse = (dict(action=argparse.BooleanOptionalAction) if spec.kind == "bool"   # --augment / --no-augment
-                 else dict(zip(("type", "metavar"), FLAG_TYPES[spec.kind])))
-        # default None: only the flags given override the --config file; the help shown is _HelpFormatter's
-        fields.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=spec.help, **parse)
-
-
-def _add_custom_code_flag(p: argparse.ArgumentParser):
-    p.add_argument("--allow-custom-code", dest="allow_custom_code", action="store_true",
-                   help="let --teacher/--student (or the config) name your own model factory as "
-                        "import:package.module:factory; this runs that Python code, so only for code you trust")
-
-
-def config_from_args(args) -> "RunConfig":
-    """The --config file's fields, overridden by the flags given, resolved once (recipes.resolve)."""
-    from .config import RunConfig, parse_methods
-    from .recipes import resolve
-    data = RunConfig.load(args.config, args.allow_custom_code).to_dict() if args.config else {}
-    data.update({name: v for name in FIELD_SPECS if (v := getattr(args, name, None)) is not None})
-    if args.method:
-        data["methods"] = [vars(t) for m in args.method for t in parse_methods(m)]
-    methods = {m["key"] if isinstance(m, dict) else m: m for m in data.get("methods", [{"key": "kd"}])}
-    methods = {k: (m if isinstance(m, dict) else {"key": k}) for k, m in methods.items()}
-    for item in args.weight:
-        key, _, w = item.partition("=")
-        if key not in methods:
-            raise ConfigError(f"--weight {item}", f"{key!r} is not one of this run's methods ({', '.join(methods)})")
-        try:
-            methods[key]["weight"] = float(w)
-        except ValueError:
-            raise ConfigError(f"--weight {item}", "must look like KEY=NUMBER, e.g. at=1000") from None
-    scheme_params = dict(data.get("scheme_params") or {})
-    for item in args.param:
-        target, _, rest = item.partition(".")
-        name, eq, raw = rest.partition("=")
-        if not eq or not name:
-            raise ConfigError(f"--param {item}", "must look like KEY.NAME=VALUE, e.g. kd.temperature=8")
-        value = _parse_scalar(raw)
-        if target in methods:
-            methods[target].setdefault("params", {})[name] = value
-        elif target == data.get("scheme"):
-            scheme_params[name] = value
-        else:
-            raise ConfigError(f"--param {item}", f"{target!r} is neither one of this run's methods "
-                              f"({', '.join(methods) or 'none'}) nor its scheme ({data.get('scheme', 'offline')})")
-    data["methods"] = list(methods.values())
-    if scheme_params:
-        data["scheme_params"] = scheme_params
-    return resolve(data, allow_custom_code=args.allow_custom_code)
-
-
-def _parse_scalar(raw: str):
-    low = raw.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
 def cmd_run(args) -> int:
     from .distributed import is_main
     from .engine import Trainer
-    from .errors import RunFailed
+    from .errors import RunFailed, RunInterrupted
     cfg = config_from_args(args)
     try:
         result = Trainer(cfg, on_event=_progress_printer(args.json)).run()
     except RunFailed as e:
-        print(f"run failed: {e}", file=sys.stderr)
+        status = "interrupted" if isinstance(e, RunInterrupted) else "failed"   # e.g. a torchrun rank stopped
+        print(f"run {status}: {e}", file=sys.stderr)
         if args.json and is_main():
             from .store import Store
-            runs = Store().list_runs(status="failed")
-            print(json.dumps({"run_id": runs[-1]["id"] if runs else None, "status": "failed", "message": str(e)}))
+            runs = Store().list_runs(status=status)
+            print(json.dumps({"run_id": runs[-1]["id"] if runs else None, "status": status, "message": str(e)}))
         return EXIT_FAILED
     return _print_result(result, args.json)
 
@@ -245,13 +125,18 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import command_line
+    return command_line(args.repair, args.json)
+
+
 def _paper_line(d: dict) -> str:   # methods and schemes
     return f"{d['key']:<14} {d['category']:<10} {d['name']:<36} {d['authors'].split(',')[0]} {d['year'] or ''}"
 
 
 def _model_rows() -> list[dict]:
     from .models import model_info
-    return [{**d, **model_info(d["name"], 10, 3, 32)} for d in _registry("models").describe_all()]
+    return [{**d, **model_info(d["name"], 10, 3, 32)} for d in registry("models").describe_all()]
 
 
 def _model_line(r: dict) -> str:
@@ -265,10 +150,10 @@ def _dataset_line(r: dict) -> str:
 
 # command: (what it lists, its rows, one printed line per row); the rows are the registry's describe_all
 LISTINGS = {
-    "methods": ("the knowledge-distillation methods", lambda: _registry("methods").describe_all(), _paper_line),
-    "schemes": ("the schemes and algorithms", lambda: _registry("schemes").describe_all(), _paper_line),
+    "methods": ("the knowledge-distillation methods", lambda: registry("methods").describe_all(), _paper_line),
+    "schemes": ("the schemes and algorithms", lambda: registry("schemes").describe_all(), _paper_line),
     "models": ("the model zoo with parameters and FLOPs", _model_rows, _model_line),
-    "datasets": ("the datasets", lambda: _registry("datasets").describe_all(), _dataset_line),
+    "datasets": ("the datasets", lambda: registry("datasets").describe_all(), _dataset_line),
 }
 
 
@@ -281,7 +166,7 @@ def cmd_list(args) -> int:
 
 def cmd_app(args) -> int:
     from .app_launcher import launch
-    return launch(args.host, args.port)
+    return launch(args.host, args.port, data_roots=args.data_root)
 
 
 def cmd_download(args) -> int:
@@ -312,19 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
         r.set_defaults(func=func)
         return r
 
-    _add_run_args(command("run", cmd_run, "train a student (and its teacher if needed) and record the run",
-                          json=False, formatter_class=_HelpFormatter))   # its --json has help of its own
+    add_run_args(command("run", cmd_run, "train a student (and its teacher if needed) and record the run",
+                          json=False, formatter_class=FieldHelpFormatter))   # its --json has help of its own
     r = command("resume", cmd_resume, "resume an interrupted run from its last checkpoint")
     r.add_argument("run")
-    _add_custom_code_flag(r)
+    add_custom_code_flag(r)
     command("runs", cmd_runs, "list recorded runs")
     command("show", cmd_show, "one run: config, summary, per-epoch metrics").add_argument("run")
     command("cancel", cmd_cancel, "ask a running run to stop (it keeps its partial record)", json=False).add_argument("run")
+    command("doctor", cmd_doctor, "check the store and every run's files; --repair moves a damaged store aside "
+            "(kept as runs.sqlite.broken-<time>) and starts a fresh one").add_argument("--repair", action="store_true")
     for name, (what, _, _) in LISTINGS.items():
         command(name, cmd_list, f"list {what}")
     r = command("app", cmd_app, "start the Streamlit app (localhost)", json=False)
-    r.add_argument("--host", default="127.0.0.1")
-    r.add_argument("--port", type=int, default=8501)
+    r.add_argument("--host", default=None, help="the address to listen on (default: STREAMLIT_SERVER_ADDRESS, "
+                   "else the app's .streamlit/config.toml: 127.0.0.1, this machine only)")
+    r.add_argument("--port", type=int, default=None,
+                   help="the port (default: STREAMLIT_SERVER_PORT, else Streamlit's config, else 8501)")
+    r.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="a folder the app's Data-folder box may read datasets from (repeatable); always allowed: "
+                        "<KD_EXPLORER_HOME>/data and the dataset's default folder")
     r = command("download", cmd_download, "fetch the CIFAR python batches once (checksum-verified)", json=False)
     r.add_argument("dataset", choices=["cifar10", "cifar100"])
     r.add_argument("folder")
@@ -335,13 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CheckpointError
+    from .errors import RunFailed, StoreError, scrub   # a damaged store, a full disk; resume from a bad checkpoint
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, KeyError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, KeyError, FileNotFoundError, StoreError, RunFailed) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        print(f"error: {scrub(msg)}", file=sys.stderr)
+        return EXIT_FAILED if isinstance(e, (StoreError, RunFailed)) else EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ import atexit
 import dataclasses
 import inspect
 import os
+import re
 import shutil
 import signal
 import tempfile
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, RunInterrupted
 
 TIMEOUT = timedelta(minutes=60)   # rank 0 evaluates and writes checkpoints while the others wait at a collective
 
@@ -197,8 +199,53 @@ def setup(device: str = "auto") -> Dist | None:
     return _DIST
 
 
+_DEFER = {"depth": 0, "pending": None}   # signals_deferred: a SIGTERM that came while a record was written
+
+
 def _interrupt(signum, frame):
+    if _DEFER["depth"]:
+        _DEFER["pending"] = signum
+        return
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def signals_deferred():
+    """Hold back the SIGTERM torchrun sends the survivors of a dead rank until the block is done, so the
+    run's last record is written whole; the interrupt is raised after it."""
+    _DEFER["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFER["depth"] -= 1
+        if not _DEFER["depth"] and _DEFER["pending"] is not None:
+            signum, _DEFER["pending"] = _DEFER["pending"], None
+            raise KeyboardInterrupt(f"signal {signum}")
+
+
+# what gloo and NCCL say when a peer process went away (a killed rank, a lost node), not a bug in the run
+_PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|Connection refused|"
+                        r"pair\.cc|NCCL communicator was aborted|remote process exited|ProcessGroupGloo|"
+                        r"ProcessGroupNCCL.*(Watchdog|timeout|abort)", re.IGNORECASE)
+
+
+def lost_peer(e: BaseException, d: Dist | None) -> str | None:
+    """A few words on how this rank lost the others, if `e` is a collective failing because another rank
+    stopped (gloo: "pair.cc:537 Read error ... Connection reset by peer"); None for any other error."""
+    if isinstance(e, RunInterrupted):   # a teacher run inside this one was interrupted so
+        return e.reason
+    text = str(e)
+    if not (isinstance(e, getattr(dist, "DistError", ())) or
+            (isinstance(e, RuntimeError) and _PEER_LOST.search(text))):
+        return None
+    cause = next((m.group(0) for m in re.finditer(r"Connection (reset|closed) by peer|Broken pipe|"
+                                                   r"Connection refused|timed? ?out|aborted", text, re.IGNORECASE)),
+                 "the connection failed")
+    if d is None:
+        return f"a collective failed: {cause}"
+    other = ("rank 1" if d.world_size == 2 and d.rank == 0 else "rank 0" if d.world_size == 2
+             else f"another of the {d.world_size} ranks")
+    return f"rank {d.rank} lost its connection to {other}, {d.backend}: {cause}"
 
 
 def _shutdown():

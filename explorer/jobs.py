@@ -101,9 +101,9 @@ def recover(store: Store | None = None) -> list[str]:
     """On start-up: mark runs whose process died as `interrupted`, and start workers for queued runs.
     Idempotent and safe to call from many sessions; returns the ids it marked interrupted."""
     store = store or Store()
-    marked = []
+    marked = list(store.reap_dead_owners())   # owners recorded (explorer.owners): every reader does this too
     for run in store.list_runs(status="running"):
-        if _process_alive(run, store.home):
+        if run["owner_host"] or _process_alive(run, store.home):   # an owner recorded: judged by its host only
             continue
         epochs = [m["epoch"] for m in store.metrics(run["id"], "epoch")]
         done = f"after epoch {max(epochs)}" if epochs else "before its first epoch ended"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from .config import FIELD_SPECS, RunConfig
 from .custom_code import custom_model_factory, is_custom
@@ -39,6 +40,8 @@ def resolve(config: RunConfig | dict, allow_custom_code: bool = False) -> RunCon
         cfg = RunConfig.from_dict(config, allow_custom_code)
     check_registries(cfg)
     _fill_defaults(cfg)
+    _check_data_root(cfg)
+    check_pairing(cfg)
     cfg.resolved = True
     return cfg
 
@@ -57,6 +60,7 @@ def check_registries(cfg: RunConfig) -> None:
                 raise ConfigError(name, str(e)) from None
         elif value not in REGISTRIES[spec.registry]:
             raise ConfigError(name, not_allowed(value, REGISTRIES[spec.registry].list()))
+    _check_dataset_fields(cfg)
     scheme = get_scheme(cfg.scheme)
     for name, value in cfg.scheme_params.items():   # one at a time, so the error names the field
         try:
@@ -73,6 +77,74 @@ def check_registries(cfg: RunConfig) -> None:
                                   f"unknown for {term.key!r}; allowed: {', '.join(specs) or 'none'}")
             specs[name].check(value, f"methods[{i}].params.{name}")
     _check_teacher_fast_path(cfg)
+
+
+def _check_dataset_fields(cfg: RunConfig) -> None:
+    """data_root / image_size for a dataset whose reader ignores them would change the recipe hash and
+    nothing else (the bundled teacher skipped, another trained silently): refused, naming them."""
+    spec = get_dataset_spec(cfg.dataset)
+    unused = [f for f, takes in (("data_root", spec.takes_root), ("image_size", spec.takes_image_size))
+              if getattr(cfg, f) is not None and not takes]
+    if unused:
+        users = {f: [d for d in DATASETS.list() if getattr(get_dataset_spec(d), t)]
+                 for f, t in (("data_root", "takes_root"), ("image_size", "takes_image_size"))}
+        raise ConfigError(unused[0], f"{cfg.dataset!r} does not use {' or '.join(unused)}: its reader would ignore "
+                          f"{'them' if len(unused) > 1 else 'it'}; leave {'them' if len(unused) > 1 else 'it'} empty. "
+                          + "; ".join(f"{f} is read by {', '.join(users[f])}" for f in unused))
+
+
+def _check_data_root(cfg: RunConfig) -> None:
+    """A dataset read from a folder needs that folder to exist: said before the run starts, not by it."""
+    spec = get_dataset_spec(cfg.dataset)
+    if cfg.data_root is None or not spec.takes_root:
+        return
+    try:
+        exists = Path(cfg.data_root).expanduser().is_dir()
+    except (OSError, ValueError):   # a name the OS refuses
+        exists = False
+    if not exists:
+        default = " (its default folder)" if cfg.data_root == spec.default_root else ""
+        raise ConfigError("data_root", f"the folder {cfg.data_root!r}{default} does not exist; {cfg.dataset} reads "
+                          "its files from a folder on this machine: name the folder that holds them")
+
+
+def check_pairing(cfg: RunConfig, shape: tuple[int, int, int] | None = None, num_classes: int | None = None) -> None:
+    """The knowledge terms' own checks of the student/teacher pair (FSP's equal channel counts, FitNet's hint
+    stage: Method.check_pair, which their constructors call too), before the run: on the stage shapes of one
+    dry forward pass of the two zoo models (schemes.offline.dry_pair, from the dataset's shape and classes;
+    a folder dataset's are known once it is read: pass them, else the run's own build checks). Raises
+    ConfigError naming the method."""
+    from .kd.base import Method
+    from .schemes.offline import dry_pair
+    checked = [(i, t) for i, t in enumerate(cfg.methods)
+               if get_method(t.key).check_pair.__func__ is not Method.check_pair.__func__]
+    if not checked or cfg.role != "distill":
+        return
+    spec = get_dataset_spec(cfg.dataset)
+    shape = shape or spec.shape
+    num_classes = num_classes or spec.num_classes
+    if shape is not None and cfg.image_size and spec.takes_image_size:
+        shape = (shape[0], cfg.image_size, cfg.image_size)
+    if shape is None or num_classes is None or is_custom(cfg.student) or is_custom(cfg.teacher):
+        return
+    try:
+        teacher = get_scheme(cfg.scheme).methods_teacher(cfg, tuple(shape), num_classes)
+    except ValueError as e:
+        raise ConfigError("scheme", str(e)) from None
+    if teacher is None or is_custom(teacher):
+        return
+    keys = ", ".join(t.key for _, t in checked)
+    try:
+        pair = dry_pair(cfg, cfg.student, teacher, tuple(shape), num_classes)
+    except Exception as e:   # a stage name the model lacks, a model that does not fit the images
+        field = "student_stages" if cfg.student_stages else "teacher_stages" if cfg.teacher_stages else "methods"
+        raise ConfigError(field, f"{keys} read the stages of {cfg.student} and {teacher}, which could not be "
+                          f"measured on {tuple(shape)} images: {e}") from None
+    for i, term in checked:
+        try:
+            get_method(term.key).check_pair(pair, **term.params)
+        except ValueError as e:
+            raise ConfigError(f"methods[{i}]", f"{e} (student {cfg.student}, teacher {teacher})") from None
 
 
 def _check_teacher_fast_path(cfg: RunConfig) -> None:

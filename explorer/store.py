@@ -9,9 +9,11 @@ import re
 import secrets
 import sqlite3
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
+
+from .errors import is_disk_full
+from .storefile import DAMAGE_FIX, StoreDamaged, StoreFile, StoreFull, schema_of  # noqa: F401  (errors re-exported)
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
 FINAL = ("completed", "failed", "cancelled", "interrupted")
@@ -60,43 +62,22 @@ class Store:
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home) if home else default_home()
         self.runs_dir = self.home / "runs"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.home / "runs.sqlite"
-        with self._connect() as db:
-            # WAL is a property of the file, set once; switching needs a moment with no other connection,
-            # and sqlite answers "locked" at once (no busy wait) when several processes open a new store together
-            _retry_locked(lambda: db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-                          or db.execute("PRAGMA journal_mode=WAL"))
-            _retry_locked(lambda: db.executescript(_SCHEMA))
-            have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-            for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0"),   # stores made before jobs
-                              ("teacher_ref", "TEXT")):                                # ... and before teachers.py
-                if col not in have:
-                    try:
-                        db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
-                    except sqlite3.OperationalError:   # another process added it first
-                        pass
+        self._file = StoreFile(self.path, self.home)   # storefile.py: opening, a full disk, damage
+        if not (self.runs_dir.is_dir() and self._file.has_schema(_expected_schema())):
+            try:   # new, or made by an older version: create what is missing (the only writes on opening)
+                self.runs_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise (self._file.error(e) if is_disk_full(e) else e) from None
+            with self._connect(write=True) as db:
+                _create_schema(db)
+        self._file.keep_reserve()
 
-    @contextmanager
-    def _connect(self):
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=60000")
-        try:
-            yield db
-        finally:
-            db.close()
+    def _connect(self, write: bool = False):
+        return self._file.connect(write)
 
-    @contextmanager
     def _tx(self):
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        return self._file.transaction()
 
     # ------------------------------------------------------------------ runs
     def create_run(self, config: dict, status: str = "queued", recipe_hash: str | None = None) -> str:
@@ -105,13 +86,17 @@ class Store:
         run_dir.mkdir(parents=True, exist_ok=True)
         methods = "+".join(m["key"] for m in config.get("methods", [])) or "none"
         now = time.time()
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO runs (id, name, role, status, created, updated, dataset, student, teacher, scheme, "
-                "methods, config, recipe_hash, run_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, config.get("name") or run_id, config.get("role", "distill"), status, now, now,
-                 config.get("dataset"), config.get("student"), config.get("teacher"), config.get("scheme"),
-                 methods, json.dumps(config), recipe_hash, str(run_dir)))
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO runs (id, name, role, status, created, updated, dataset, student, teacher, scheme, "
+                    "methods, config, recipe_hash, run_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, config.get("name") or run_id, config.get("role", "distill"), status, now, now,
+                     config.get("dataset"), config.get("student"), config.get("teacher"), config.get("scheme"),
+                     methods, json.dumps(config), recipe_hash, str(run_dir)))
+        except BaseException:   # not recorded (a full disk): no folder without a run
+            run_dir.rmdir()
+            raise
         return run_id
 
     def update_run(self, run_id: str, **fields) -> None:
@@ -136,13 +121,15 @@ class Store:
         self.update_run(run_id, status=status, **fields)
 
     def get_run(self, run_id: str) -> dict:
+        dead = self.reap_dead_owners()
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id=? OR name=? ORDER BY created DESC", (run_id, run_id)).fetchone()
         if row is None:
             raise KeyError(f"no run {run_id!r} in {self.path}; `kd-explorer runs` lists them")
-        return _decode(row)
+        return _as_reaped(_decode(row, self.path), dead)
 
     def list_runs(self, status: str | Iterable[str] | None = None, role: str | None = None) -> list[dict]:
+        dead = self.reap_dead_owners()
         sql, args = "SELECT * FROM runs WHERE 1=1", []
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
@@ -153,13 +140,20 @@ class Store:
             args.append(role)
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY created", args).fetchall()
-        return [_decode(r) for r in rows]
+        runs = [_as_reaped(_decode(r, self.path), dead) for r in rows]
+        return runs if status is None else [r for r in runs if r["status"] in statuses]
+
+    def reap_dead_owners(self) -> dict[str, str]:
+        """Mark interrupted the running runs whose owning process is gone (owners.reap; every reader
+        calls it, so none depends on the app's start-up recovery). Returns {run_id: message}."""
+        from .owners import reap
+        return reap(self)
 
     def find_completed(self, recipe_hash: str) -> dict | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE recipe_hash=? AND status='completed' ORDER BY created DESC",
                              (recipe_hash,)).fetchone()
-        return _decode(row) if row else None
+        return _decode(row, self.path) if row else None
 
     def request_cancel(self, run_id: str) -> None:
         self.update_run(self.get_run(run_id)["id"], cancel_requested=1)
@@ -173,15 +167,18 @@ class Store:
     # A run is in the queue when queued with a queued_at; each change is one write transaction whose
     # WHERE clause re-checks the state, so racing workers and sessions never both act on one run.
     def claim_next(self, device: str, worker_pid: int) -> dict | None:
-        """Take the oldest run queued for `device` and mark it running by `worker_pid`."""
+        """Take the oldest run queued for `device` and mark it running by `worker_pid` (its owner)."""
+        from . import owners
         with self._tx() as db:
             row = db.execute("SELECT id FROM runs WHERE status='queued' AND device=? AND queued_at IS NOT NULL "
                              "ORDER BY queued_at, created LIMIT 1", (device,)).fetchone()
             if row is None:
                 return None
             now = time.time()
-            db.execute("UPDATE runs SET status='running', worker_pid=?, started=?, updated=? WHERE id=?",
-                       (worker_pid, now, now, row["id"]))
+            owner = owners.fields(worker_pid)
+            db.execute("UPDATE runs SET status='running', worker_pid=?, owner_start=?, owner_host=?, started=?, "
+                       "updated=? WHERE id=?", (worker_pid, owner["owner_start"], owner["owner_host"], now, now,
+                                                row["id"]))
         return self.get_run(row["id"])
 
     def has_queued(self, device: str) -> bool:
@@ -277,6 +274,39 @@ class Store:
         return pd.concat(frames, ignore_index=True)
 
 
+def _create_schema(db: sqlite3.Connection) -> None:
+    """Create the tables, and add the columns an older store lacks (idempotent; safe in racing processes)."""
+    # WAL is a property of the file, set once; switching needs a moment with no other connection,
+    # and sqlite answers "locked" at once (no busy wait) when several processes open a new store together
+    _retry_locked(lambda: db.execute("PRAGMA journal_mode").fetchone()[0].lower() in ("wal", "memory")
+                  or db.execute("PRAGMA journal_mode=WAL"))
+    _retry_locked(lambda: db.executescript(_SCHEMA))
+    have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+    for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0"),   # stores made before jobs
+                      ("teacher_ref", "TEXT"),                                 # ... and before teachers.py
+                      ("owner_start", "REAL"), ("owner_host", "TEXT")):        # ... and before owners.py
+        if col not in have:
+            try:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
+            except sqlite3.OperationalError:   # another process added it first
+                pass
+
+
+_EXPECTED: dict[str, set[str]] = {}
+
+
+def _expected_schema() -> dict[str, set[str]]:
+    """What _create_schema makes, read off an in-memory database (so a new column can never be missed)."""
+    if not _EXPECTED:
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            _create_schema(db)
+            _EXPECTED.update(schema_of(db))
+        finally:
+            db.close()
+    return _EXPECTED
+
+
 def _retry_locked(action, seconds: float = 60.0):
     deadline = time.monotonic() + seconds
     while True:
@@ -288,10 +318,21 @@ def _retry_locked(action, seconds: float = 60.0):
             time.sleep(0.05)
 
 
-def _decode(row: sqlite3.Row) -> dict:
+def _as_reaped(run: dict, dead: dict[str, str]) -> dict:
+    """The run as readers see it: interrupted if its owner died (even where the store could not record that)."""
+    if run["status"] == "running" and run["id"] in dead:
+        run.update(status="interrupted", message=dead[run["id"]])
+    return run
+
+
+def _decode(row: sqlite3.Row, path: Path | None = None) -> dict:
     d = dict(row)
-    d["config"] = json.loads(d["config"]) if d.get("config") else {}
-    d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+    try:
+        d["config"] = json.loads(d["config"]) if d.get("config") else {}
+        d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+    except ValueError as e:   # bytes changed inside a record that sqlite itself still reads
+        raise StoreDamaged(f"the run store {path} is damaged: the record of run {d.get('id')!r} is not valid "
+                           f"({e}). Fix: {DAMAGE_FIX}") from None
     return d
 
 

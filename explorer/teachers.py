@@ -19,8 +19,9 @@ from torch import nn
 from .checkpoints import load_checkpoint_into
 from .config import RunConfig
 from .recipes import recipe_hash, resolve, teacher_recipe
+from .resources import TEACHERS
 
-BUNDLED = Path(__file__).resolve().parents[1] / "data" / "teachers"
+BUNDLED = TEACHERS   # data/teachers/ of the checkout, or its copy in an installed wheel (explorer/resources.py)
 SOURCES = ("checkpoint", "run", "bundled", "train")
 
 

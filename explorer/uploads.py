@@ -22,6 +22,7 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
+from .bounds import UPLOAD_CHECKPOINT_MAX_UNPACKED, ZIP_MAX_RATIO, BoundError, expansion_problem, zip_members
 from .store import default_home, safe_name
 
 MiB = 1 << 20
@@ -29,6 +30,7 @@ LIMITS = {"checkpoint": 256 * MiB, "config": 256 * 1024, "image_zip": 512 * MiB}
 ZIP_MAX_MEMBERS = 100_000
 ZIP_MAX_TOTAL = 2048 * MiB        # unpacked: a zip bomb stops here
 ZIP_MAX_MEMBER = 20 * MiB         # one image; as load_image_folder's max_file_bytes
+ZIP_MAX_NAME = 100                # characters of one path component (the extension is kept when shortening)
 SKIPPED_FILE = ".upload-skipped.json"   # members refused while unpacking (hidden: the folder reader ignores it)
 
 
@@ -87,7 +89,7 @@ def save_upload(name: str, data: bytes, kind: str, home: str | Path | None = Non
         return dest
     try:
         _unzip(data, dest)
-        describe_image_folder(dest)
+        _keep_images_only(dest)
     except Exception as e:
         shutil.rmtree(dest, ignore_errors=True)
         if isinstance(e, UploadError):
@@ -151,7 +153,7 @@ def _keep_if_valid(dest: Path, data: bytes, check) -> Path:
 def _read_checkpoint(path: Path) -> None:
     from .checkpoints import CheckpointError, read_state_dict
     try:
-        read_state_dict(path, max_bytes=LIMITS["checkpoint"])
+        read_state_dict(path, max_bytes=LIMITS["checkpoint"], max_unpacked=UPLOAD_CHECKPOINT_MAX_UNPACKED)
     except CheckpointError as e:
         raise UploadError(str(e).replace(path.name, "the upload")) from None
 
@@ -166,10 +168,21 @@ def _read_config(path: Path) -> None:
 
 def _member_parts(name: str) -> list[str]:
     """A zip member's path as safe components: no '..', no absolute root, no separators, no control
-    characters; unicode letters are kept so class folders keep their names."""
+    characters; unicode letters are kept so class folders keep their names. A component over
+    ZIP_MAX_NAME characters (or 200 UTF-8 bytes) is shortened keeping its extension, plus a hash of the
+    full name so two long names sharing a prefix stay two files."""
     parts = []
     for part in unicodedata.normalize("NFKC", name).replace("\\", "/").split("/"):
-        part = re.sub(r"[^\w.\- ]", "_", part).strip(" .")[:100]
+        part = re.sub(r"[^\w.\- ]", "_", part).strip(" .")
+        if len(part) > ZIP_MAX_NAME or len(part.encode()) > 200:
+            stem, dot, ext = part.rpartition(".")
+            ext = "." + ext if dot and stem and len(ext) <= 16 else ""
+            stem = part[:len(part) - len(ext)]
+            tag = "-" + hashlib.sha256(part.encode()).hexdigest()[:8]
+            keep = ZIP_MAX_NAME - len(tag) - len(ext)
+            while len((stem[:keep] + tag + ext).encode()) > 200:
+                keep -= 1
+            part = stem[:keep].rstrip(" .") + tag + ext
         if part:
             parts.append(part)
     return parts
@@ -177,15 +190,17 @@ def _member_parts(name: str) -> list[str]:
 
 def _unzip(data: bytes, dest: Path) -> None:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as e:
+        zf, members = zip_members(io.BytesIO(data), "the zip", ZIP_MAX_MEMBERS, "ZIP_MAX_MEMBERS")
+    except BoundError as e:
+        raise UploadError(str(e)) from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
         raise UploadError(f"the upload is not a readable zip archive ({e})") from None
-    members = zf.infolist()
-    if len(members) > ZIP_MAX_MEMBERS:
-        raise UploadError(f"the zip holds {len(members)} entries, over the limit of {ZIP_MAX_MEMBERS}")
-    dest.mkdir(parents=True)
-    root = dest.resolve()
-    refused, total = [], 0
+    # the central directory declares every member's size: refuse a bomb before writing a byte
+    declared = sum(m.file_size for m in members if not m.is_dir())
+    problem = expansion_problem(declared, len(data), ZIP_MAX_TOTAL, ZIP_MAX_RATIO, ("ZIP_MAX_TOTAL", "ZIP_MAX_RATIO"))
+    if problem:
+        raise UploadError(f"the zip was refused: {problem.replace('decompression bomb', 'zip bomb')}")
+    plan = []   # (member, safe parts) of the files to write
     for info in members:
         if info.is_dir():
             continue
@@ -193,11 +208,19 @@ def _unzip(data: bytes, dest: Path) -> None:
         if any(p.startswith(".") and p not in (".", "..") or p == "__MACOSX" for p in raw):
             continue   # hidden files and macOS resource forks are not data
         parts = _member_parts(info.filename)
-        if not parts:
-            continue
+        if parts:
+            plan.append((info, parts))
+    folders = {tuple(parts[:i]) for _, parts in plan for i in range(1, len(parts))}
+    folders |= {tuple(_member_parts(m.filename)) for m in members if m.is_dir()}
+    dest.mkdir(parents=True)
+    root = dest.resolve()
+    refused, total = [], 0
+    for info, parts in plan:
         mode = info.external_attr >> 16
         why = ("a symbolic link" if (mode & 0o170000) == 0o120000 else "encrypted" if info.flag_bits & 0x1 else
-               f"over {_size(ZIP_MAX_MEMBER)}" if info.file_size > ZIP_MAX_MEMBER else None)
+               f"over {_size(ZIP_MAX_MEMBER)}" if info.file_size > ZIP_MAX_MEMBER else
+               f"a file with the same name as the folder {'/'.join(parts)}/ of the zip (the folder is kept)"
+               if tuple(parts) in folders else None)
         if why:
             refused.append((info.filename, why))
             continue
@@ -205,9 +228,9 @@ def _unzip(data: bytes, dest: Path) -> None:
         if root not in target.resolve().parents:
             refused.append((info.filename, "outside the folder"))
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         written = 0
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:
                 while chunk := src.read(1 << 16):
                     written += len(chunk)
@@ -217,7 +240,32 @@ def _unzip(data: bytes, dest: Path) -> None:
                                           f"than {_size(ZIP_MAX_MEMBER)}); is it a zip bomb?")
                     out.write(chunk)
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:   # corrupt member
-            target.unlink(missing_ok=True)
-            refused.append((info.filename, f"unreadable in the zip ({type(e).__name__})"))
+            if target.is_file():
+                target.unlink()
+            what = f"cannot be written ({e.strerror})" if isinstance(e, OSError) and e.strerror else \
+                f"unreadable in the zip ({type(e).__name__})"
+            refused.append((info.filename, what))
     if refused:
         (dest / SKIPPED_FILE).write_text(json.dumps(refused))
+
+
+def _keep_images_only(dest: Path) -> None:
+    """Read the unpacked folder as training would, then delete every file it would not use (non-images,
+    unreadable or oversized images, files outside class folders): a refused upload's junk never stays
+    on disk. Deleted files are listed with why in SKIPPED_FILE."""
+    from .data.image_folder import load_image_folder
+    raw = load_image_folder(dest, 32)   # raises when no usable image is left: the caller removes the folder
+    used = {str(Path(p).resolve()) for p in raw.extras["train_files"] + raw.extras["test_files"]}
+    why = {str(Path(p).resolve()): r for p, r in raw.extras["skipped"]}
+    skipped_file = dest / SKIPPED_FILE
+    refused = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
+    for path in sorted(p for p in dest.rglob("*") if p.is_file() and p != skipped_file):
+        key = str(path.resolve())
+        if key not in used:
+            refused.append((str(path.relative_to(dest)), why.get(key, "not an image of a class folder")))
+            path.unlink()
+    for folder in sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if refused:
+        skipped_file.write_text(json.dumps(refused))

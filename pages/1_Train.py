@@ -7,6 +7,7 @@ import yaml
 from explorer import teachers
 from explorer.app import form as F
 from explorer.app import live
+from explorer.app.roots import allowed_or_none
 from explorer.app.runs import run_label
 from explorer.app import widgets as W
 from explorer.checkpoints import CheckpointError
@@ -19,6 +20,7 @@ from explorer.schemes import get_scheme, list_schemes
 K, KEEP = F.K, W.KEEP
 
 store = W.setup_page("Train")
+W.begin_form()
 st.title("Train a student")
 
 # ---------------------------------------------------------------- prefill: a preset, a method, a run's config
@@ -59,12 +61,13 @@ with form:
         if K + "data_root" not in st.session_state:
             st.session_state[K + "data_root"] = spec.default_root or ""
         W.field_widget("data_root")
-    root = (st.session_state.get(K + "data_root") or "").strip() or None
+    root = allowed_or_none(st.session_state.get(K + "data_root"), dataset)   # else Launch names the allowed roots
 
     # ------------------------------------------------------------ 2 teacher
     st.markdown("#### 2 · Teacher")
     source = st.radio("Teacher", list(F.TEACHER_SOURCES), format_func=F.TEACHER_SOURCES.get,
                       key=K + "teacher_source", persist_state=KEEP, label_visibility="collapsed")
+    W.error_slot(K + "teacher_source")
     models = list_models()
     if source == "default":
         try:
@@ -166,20 +169,24 @@ with form:
         W.field_widget("batch_size", c1, placeholder=str(spec.recipe["batch_size"]))
         W.field_widget("lr", c2, placeholder=str(spec.recipe["lr"]))
         W.field_widget("seed", c3)
+    F.follow_name(st.session_state)        # the name follows the config unless the user typed one
     W.field_widget("name")
 
 
 with side:
     # ------------------------------------------------------------ launch
     st.markdown("#### Launch")
-    config, error = F.launchable(st.session_state)     # recipes.resolve: the error names the field
+    check = F.check_form(st.session_state)     # recipes.resolve with the pairing check, on every change
+    config = check["config"]
     distils = config is not None and bool(config["methods"] or config["scheme"] != "offline")
     compare = st.checkbox("Also train the student alone, to see the gap distillation closes", value=True,
                           key=K + "compare", disabled=not distils, persist_state=KEEP)
-    if error:
-        st.error(error)
+    if check["message"] and W.show_field_error(check["key"], check["message"]):
+        st.caption(f":red[Launch is off until **{F.widget_label(check['key'])}** is fixed (marked on the left).]")
+    elif check["message"]:
+        st.error(check["message"])
     if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=config is None,
-                 key="train.launch"):
+                 key="train.launch") and config is not None:
         W.launch(store, [config] + ([F.comparison_config(config)] if compare and distils else []))
         st.session_state["_live_was_running"] = True
     if config is not None:

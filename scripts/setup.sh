@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Sets up KD Explorer: a virtualenv if none is active, the CPU build of torch where no torch is
 # present (never a multi-GB CUDA download by accident), then the package with its test extras.
+# Already set up from this checkout with the current pyproject.toml (scripts/setup_stamp.py): nothing to do;
+# KD_EXPLORER_REINSTALL=1 installs again anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${VIRTUAL_ENV:-}" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   # shellcheck disable=SC1091
   source .venv/bin/activate
+fi
+if [ "${KD_EXPLORER_REINSTALL:-}" != 1 ] && python scripts/setup_stamp.py check; then
+  exit 0
 fi
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if ! python -c "import torch" >/dev/null 2>&1; then
@@ -15,3 +20,4 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
 python -m pip install -q -e ".[test]"
+python scripts/setup_stamp.py write

@@ -124,10 +124,11 @@ def list_probes(run_dir) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def capture_probe(model: nn.Module, x, stage_specs, embedding_spec: str, batch_size: int = 256) -> dict:
+def capture_probe(model: nn.Module, x, stage_specs, embedding_spec: str, batch_size: int = 256,
+                  check_cancel=None) -> dict:
     """Run `model` on the probe batch (eval mode, no grad; train/eval flags restored) and return
     one side of a probe: {"logits", "stages", "stage_names", "embedding"} (float32 on CPU; save_probe
-    casts stages to float16)."""
+    casts stages to float16). check_cancel (a run's) is called before each batch."""
     stage_specs = [str(s) for s in stage_specs]
     specs = list(dict.fromkeys(stage_specs + [embedding_spec]))
     x = as_tensor(x).float()
@@ -135,6 +136,8 @@ def capture_probe(model: nn.Module, x, stage_specs, embedding_spec: str, batch_s
     logits, feats = [], {s: [] for s in specs}
     with eval_mode(model):
         for i in range(0, x.shape[0], batch_size):
+            if check_cancel is not None:
+                check_cancel()
             with tap(model, specs) as f:
                 out = model(x[i:i + batch_size].to(dev))
             logits.append(out.detach().float().cpu())

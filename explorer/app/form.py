@@ -3,23 +3,27 @@ directions here; validation is one call to `recipes.resolve`. Also the form's te
 run's model or an uploaded checkpoint (checked, weights-only, saved under the store home)."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 import torch
 
 from ..checkpoints import read_state_dict
-from ..config import RunConfig
+from ..config import FIELD_SPECS, RunConfig
+from ..data import get_dataset_spec
+from ..errors import ConfigError
 from ..kd import get_method
 from ..models import model_info
-from ..recipes import resolve
+from ..recipes import check_pairing, resolve
 from ..schemes import get_scheme
 from ..store import Store, safe_name
 from ..uploads import UploadError, check_fits, save_upload as save_checked
 from .analysis import dataset_meta
+from .messages import FORM_FIELDS, K, browser_message, name_widgets, widget_key, widget_label  # noqa: F401
+from .roots import check_data_root
 
-K = "train."   # every Train-page widget key starts with this
 MAX_UPLOAD_BYTES = 200 * 2**20          # the same limit as .streamlit/config.toml's maxUploadSize
 UPLOAD_SUFFIXES = (".pt", ".pth")
 TEACHER_SOURCES = {
@@ -28,6 +32,8 @@ TEACHER_SOURCES = {
     "train": "another architecture, trained now (once; reused later)",
     "upload": "upload a checkpoint (a state_dict .pt file)",
 }
+NAME_AUTO = K + "_name_auto"   # the Run name the form filled in itself (not typed): it follows the config
+NAME_OF = K + "_name_of"       # a prefilled name and the config (name left out) it describes
 
 
 # ---------------------------------------------------------------------- the form <-> a config
@@ -55,7 +61,13 @@ def form_state(config: Mapping) -> dict[str, Any]:
             s[f"{K}hp.{m.key}.{h['name']}"] = m.params.get(h["name"], h["default"])
     for h in get_scheme(cfg.scheme).describe()["hparams"]:
         s[f"{K}sp.{cfg.scheme}.{h['name']}"] = cfg.scheme_params.get(h["name"], h["default"])
-    return {k: v for k, v in s.items() if v is not None}
+    s = {k: v for k, v in s.items() if v is not None}
+    s[NAME_AUTO] = s[K + "name"]          # a preset's name describes the preset's config, and only that
+    try:
+        s[NAME_OF] = {"name": s[K + "name"], "config": _signature(config_from_form(s))}
+    except ValueError:
+        s[NAME_OF] = None
+    return s
 
 
 def config_from_form(state: Mapping[str, Any]) -> dict:
@@ -69,6 +81,8 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
     for field in ("name", "data_root"):
         if (g(field) or "").strip():
             cfg[field] = g(field).strip()
+    if "data_root" in cfg:   # a browser names it: only folders on the allow-list (explorer/app/roots.py)
+        check_data_root(cfg["data_root"], cfg["dataset"])
     source = g("teacher_source", "default")
     if source == "train":
         cfg["teacher"] = g("teacher")
@@ -76,8 +90,8 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
             cfg["teacher_epochs"] = int(g("teacher_epochs"))
     elif source in ("run", "upload"):
         if not g("teacher_ckpt"):
-            raise ValueError("choose a finished run or upload a checkpoint for the teacher, "
-                             "or pick the default teacher")
+            raise ConfigError("teacher_ckpt", "choose a finished run or upload a checkpoint for the teacher, "
+                              "or pick the default teacher")
         cfg["teacher"], cfg["teacher_ckpt"] = g("teacher"), g("teacher_ckpt")
     scheme = get_scheme(cfg["scheme"]).describe()
     defaults = {h["name"]: h["default"] for h in scheme["hparams"]}
@@ -106,13 +120,72 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
 
 def launchable(state: Mapping[str, Any]) -> tuple[dict | None, str | None]:
     """(the config the form describes, None) when it would run, else (None, the error naming the field).
-    The check is recipes.resolve, the same pass the job queue and the trainer make."""
+    The check is recipes.resolve, the same pass the job queue and the trainer make (check_form)."""
+    check = check_form(state)
+    return check["config"], check["error"]
+
+
+def check_form(state: Mapping[str, Any]) -> dict:
+    """The Train form checked, on every change, as the engine will check it: recipes.resolve (every field,
+    the data folder exists, the knowledge terms' pairing check), plus what only the form knows (a dataset
+    that needs a folder has one; a folder dataset's images can be read, and its shape pairs). Returns
+    {config: the config or None, error: the error naming the config field, key: the widget key it belongs
+    to (None: no widget), message: the error as the browser shows it, naming the widget}."""
     try:
         config = config_from_form(state)
-        resolve(config)
+        cfg = resolve(config)
+        spec = get_dataset_spec(cfg.dataset)
+        if spec.needs_root and not cfg.data_root:
+            raise ConfigError("data_root", f"{cfg.dataset} reads its files from a folder on this machine: name it")
+        if spec.shape is None and cfg.data_root:    # known once the folder is read (cached per folder)
+            try:
+                meta = dataset_meta(cfg.dataset, cfg.data_root)
+            except Exception as e:   # noqa: BLE001  (no images, unreadable files: the run would fail on them)
+                raise ConfigError("data_root", str(e)) from None
+            check_pairing(cfg, meta["shape"], len(meta["classes"]))
     except ValueError as e:        # ConfigError (a field named) or the form's own teacher choice
-        return None, str(e)
-    return config, None
+        field = getattr(e, "field", None)
+        return {"config": None, "error": str(e), "key": widget_key(field, state),
+                "message": browser_message(e, state)}
+    return {"config": config, "error": None, "key": None, "message": None}
+
+
+# ---------------------------------------------------------------------- a name that follows the config
+def _signature(cfg: Mapping) -> str:
+    """What a config runs, its name left out: resolved, so defaults the page fills in count as unchanged."""
+    try:
+        cfg = resolve(dict(cfg)).to_dict()
+    except ValueError:
+        pass
+    return json.dumps({k: v for k, v in cfg.items() if k != "name"}, sort_keys=True, default=str)
+
+
+def auto_name(cfg: Mapping) -> str:
+    """A run name made from its config: "kd+at · cnn_tiny · digits", "dml · cnn_tiny · digits"."""
+    scheme = cfg.get("scheme", "offline")
+    methods = "+".join(m["key"] if isinstance(m, Mapping) else str(m) for m in cfg.get("methods") or [])
+    uses = get_scheme(scheme).uses_methods
+    what = (f"{scheme} {methods}" if methods and uses else scheme) if scheme != "offline" else \
+        methods or "student alone"
+    student = cfg.get("student") or get_dataset_spec(cfg.get("dataset", "digits")).default_student
+    return f"{what} · {student} · {cfg.get('dataset', 'digits')}"[:FIELD_SPECS["name"].max_len or 120]
+
+
+def follow_name(state: MutableMapping[str, Any]) -> str:
+    """Call before the Run name widget is drawn. Unless the user typed a name (the box holds something
+    other than what the form last filled in), the name follows the configuration: a preset's name while
+    the form still describes that preset, else one made from the config (auto_name). Returns the name."""
+    typed = (state.get(K + "name") or "").strip()
+    if typed and typed != state.get(NAME_AUTO):
+        return typed
+    try:
+        cfg = config_from_form({k: v for k, v in state.items() if k != K + "name"})
+    except ValueError:                  # the form cannot describe a config yet: keep the box as it is
+        return typed
+    named = state.get(NAME_OF) or {}
+    name = (named.get("name") if named.get("config") == _signature(cfg) else None) or auto_name(cfg)
+    state[K + "name"] = state[NAME_AUTO] = name
+    return name
 
 
 def comparison_config(cfg: dict) -> dict:

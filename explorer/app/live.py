@@ -1,27 +1,33 @@
-"""The Train page's live panel (Streamlit): a card per launched run (progress, every loss term, accuracy,
-images/s, ETA, cancel), live curves while they train, the teacher-student gap when they finish, and the
-queue. It refreshes itself every second only while something is queued or running."""
+"""The Train page's live panel (Streamlit): a card per run (progress, every loss term, accuracy, images/s,
+ETA, cancel; the teacher a run trains first, with its own progress), live curves while they train, the
+teacher-student gap when they finish, and the queue. What it shows comes from the store (progress.py), not
+from the session: any tab, opened at any time, shows every queued and running run; the session only adds
+the finished runs it launched, picked or watched. It refreshes itself every second only while something
+is queued or running."""
 from __future__ import annotations
 
 import streamlit as st
 
 from ..store import Store
-from .progress import any_active, format_seconds, progress
-from .runs import compare_metrics, gap_closed, gap_rows, run_label
+from .messages import name_widgets
+from .progress import any_active, format_seconds, live_ids, progress, progress_text, queue_rows
+from .runs import gap_closed, gap_rows
 from .widgets import chart
 
 ANALYSIS_LINKS = (("pages/3_Attention_maps.py", "Attention maps"), ("pages/4_Feature_similarity.py", "CKA"),
                   ("pages/5_Relation_matrices.py", "Relations"), ("pages/6_Logits_and_calibration.py", "Logits"),
                   ("pages/7_Embeddings.py", "Embeddings"), ("pages/2_Runs.py", "All runs"))
+CARDS_PER_ROW = 3
 
 
 def show(store: Store) -> None:
-    """The panel, when the session launched runs or the queue is not empty."""
-    from .. import jobs
-    if not (st.session_state.get("active_runs") or jobs.queue(store)):
+    """The panel, whenever a run is queued or running (from any session or process), or this session
+    launched or watched runs."""
+    ids = live_ids(store, st.session_state.get("active_runs", []))
+    if not ids:
         return
     st.markdown("#### Live")
-    active = bool(jobs.queue(store)) or any_active(store, st.session_state.get("active_runs", []))
+    active = any_active(store, ids)
 
     def live_panel():
         panel(store)
@@ -32,26 +38,30 @@ def show(store: Store) -> None:
 def run_card(store: Store, rid: str) -> dict:
     from ..jobs import cancel
     p = progress(store, rid)
-    st.markdown(f"**{p['name']}** · `{p['status']}`")
+    st.markdown(f"**{p['label']}** · `{p['status']}`")
     if p["status"] == "queued":
         st.caption(p["message"])
         if st.button("Cancel", key=f"cancel.{rid}"):
             cancel(rid, store)
     elif p["status"] == "running":
-        label = f"epoch {p['epoch']}/{p['epochs']} · {100 * p['fraction']:.0f}% · ETA {format_seconds(p['eta_s'])}"
-        st.progress(p["fraction"], text=label)
-        losses = list(p["losses"].items())
+        sub = p["sub"]
+        shown = sub or p                       # a run training its teacher first: that run's own progress
+        what = f"its {sub['what']} {sub['arch']}: " if sub else ""
+        st.progress(shown["fraction"], text=what + progress_text(shown))
+        losses = list(shown["losses"].items())
         for row in range(0, len(losses), 4):          # every loss term, four to a row
             for col, (name, v) in zip(st.columns(4), losses[row:row + 4]):
                 col.metric(name, f"{v:.4f}")
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-        for col, (name, v) in zip(st.columns(4), (("val acc", fmt(p["val_acc"], ".3f")),
-                                                  ("train acc", fmt(p["train_acc"], ".3f")),
-                                                  ("images/s", fmt(p["images_per_s"], ",.0f")),
-                                                  ("ETA", format_seconds(p["eta_s"])))):
+        for col, (name, v) in zip(st.columns(4), (("val acc", fmt(shown["val_acc"], ".3f")),
+                                                  ("train acc", fmt(shown["train_acc"], ".3f")),
+                                                  ("images/s", fmt(shown["images_per_s"], ",.0f")),
+                                                  ("ETA", format_seconds(shown["eta_s"])))):
             col.metric(name, v)
+        if shown["values_from"]:
+            st.caption(f"loss terms and images/s: the newest record, {shown['values_from']}")
         if p["message"]:
-            st.caption(p["message"])
+            st.caption(name_widgets(p["message"]))
         if st.button("Cancel", key=f"cancel.{rid}"):
             cancel(rid, store)
     elif p["status"] == "completed":
@@ -59,34 +69,39 @@ def run_card(store: Store, rid: str) -> dict:
         st.caption(f"test accuracy {s.get('test_acc', float('nan')):.3f} · trained in "
                    f"{format_seconds(s.get('seconds'))}")
     else:
-        st.warning(p["message"] or p["status"])
+        st.warning(name_widgets(p["message"] or p["status"]))
     return p
 
 
 def panel(store: Store) -> None:
-    from .. import jobs
     from ..plots import training_curves
-    ids = st.session_state.get("active_runs", [])
+    ids = live_ids(store, st.session_state.get("active_runs", []))
+    st.session_state["active_runs"] = ids     # what this tab watched: its results stay when they finish
     cards = []
-    for col, rid in zip(st.columns(max(len(ids), 1)), ids):
-        with col:
-            try:
-                cards.append(run_card(store, rid))
-            except KeyError:      # deleted meanwhile
-                pass
+    for row in range(0, len(ids), CARDS_PER_ROW):
+        chunk = ids[row:row + CARDS_PER_ROW]
+        for col, rid in zip(st.columns(min(len(ids), CARDS_PER_ROW)), chunk):
+            with col:
+                try:
+                    cards.append(run_card(store, rid))
+                except KeyError:      # deleted meanwhile
+                    pass
     running = [c for c in cards if not c["final"]]
     if running:
-        df = compare_metrics(store, [c["id"] for c in cards])
+        curve_ids = {(c["sub"] or c)["id"]: (c["sub"] and f"{c['label']}: its {c['sub']['what']}") or c["label"]
+                     for c in cards if c["status"] != "queued"}
+        df = store.metrics_df(list(curve_ids), "epoch")
+        if not df.empty:
+            df = df.assign(run=df["run_id"].map(curve_ids))
         names = [n for n in ("train/loss", "val/acc") if not df.empty and n in set(df["name"])]
         if names:
             chart(training_curves(df, names=names, title="Live curves"), key="train.live_curves")
     elif cards:
         results(store, cards)
-    q = jobs.queue(store)
+    q = queue_rows(store)
     if q:
         st.markdown(f"**Queue** ({len(q)})")
-        st.dataframe([{"#": r["position"], "run": run_label(r), "status": r["status"], "device": r["device"]}
-                      for r in q], hide_index=True)
+        st.dataframe(q, hide_index=True)
     was = st.session_state.get("_live_was_running", False)
     st.session_state["_live_was_running"] = bool(running or q)
     if was and not (running or q):

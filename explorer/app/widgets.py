@@ -60,7 +60,7 @@ def weight_widget(method_key: str, default: float) -> Any:
 
 
 def field_widget(name: str, where=None, options=None, note: str = "", multi: bool = False, **kw) -> Any:
-    """The Train form's widget for RunConfig field `name` (key "train.<name>"): label, help and bounds or
+    """The Train form's widget for RunConfig field `name` (key "train.<name>"): label, help and range or
     choices from FIELD_SPECS[name]; `options` for fields whose values come from a registry; `note` adds
     what only the page knows (the dataset's recipe) to the help."""
     h = FIELD_SPECS[name]
@@ -69,20 +69,47 @@ def field_widget(name: str, where=None, options=None, note: str = "", multi: boo
 
 
 def _widget(where, h: HParam, label: str, key: str, help_: str | None, options=None, multi=False, **kw) -> Any:
+    """The widget, and under it the slot its error goes to (show_field_error). Numbers get no min/max in
+    the widget: a browser keeps an out-of-range value to itself (the box turns red, the server keeps the
+    old value), so the range is in the help and checked with the whole form (form.check_form)."""
     kw = dict(key=key, help=help_, persist_state=KEEP, **kw)
     if multi:
-        return where.multiselect(label, list(options), **kw)
-    if options is not None or h.choices:
-        return where.selectbox(label, list(options if options is not None else h.choices), **kw)
-    if h.kind == "bool":
-        return where.checkbox(label, **kw)
-    if h.kind == "int":
-        return where.number_input(label, min_value=None if h.low is None else int(h.low),
-                                  max_value=None if h.high is None else int(h.high), step=1, **kw)
-    if h.kind == "float":
-        return where.number_input(label, min_value=None if h.low is None else float(h.low),
-                                  max_value=None if h.high is None else float(h.high), format="%g", **kw)
-    return where.text_input(label, max_chars=h.max_len, **kw)
+        value = where.multiselect(label, list(options), **kw)
+    elif options is not None or h.choices:
+        value = where.selectbox(label, list(options if options is not None else h.choices), **kw)
+    elif h.kind == "bool":
+        value = where.checkbox(label, **kw)
+    elif h.kind == "int":
+        value = where.number_input(label, step=1, **kw)
+    elif h.kind == "float":
+        value = where.number_input(label, format="%g", **kw)
+    else:
+        value = where.text_input(label, max_chars=h.max_len, **kw)
+    error_slot(key, where)
+    return value
+
+
+# ---------------------------------------------------------------------- errors beside their fields
+_SLOTS = "_field_error_slots"
+
+
+def begin_form() -> None:
+    """At the top of a form page: forget the previous run's error slots."""
+    st.session_state[_SLOTS] = {}
+
+
+def error_slot(key: str, where=None) -> None:
+    """An empty place under the widget `key` where its error is shown (show_field_error)."""
+    st.session_state.setdefault(_SLOTS, {})[key] = (where or st).empty()
+
+
+def show_field_error(key: str | None, message: str) -> bool:
+    """Show `message` under the widget `key`; False when that widget is not on the page this run."""
+    slot = st.session_state.get(_SLOTS, {}).get(key) if key else None
+    if slot is None:
+        return False
+    slot.error(message, icon=":material/error:")
+    return True
 
 
 # ---------------------------------------------------------------------- analysis pages

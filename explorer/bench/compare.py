@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine import Trainer
-from ..errors import RunFailed
+from ..errors import ConfigError, RunFailed
 from ..kd import list_methods
 from ..schemes import list_schemes
 
@@ -39,6 +39,8 @@ def compare(kind: str, keys: list[str], dataset: str, n_train: int | None, seeds
                 acc, status = r["test_acc"], r["status"]
             except RunFailed as e:
                 acc, status = float("nan"), f"failed: {e}"
+            except ConfigError as e:   # refused before it ran (e.g. FSP on unequal channels: recipes.check_pairing)
+                acc, status = float("nan"), f"refused: {e}"
             rows.append({"key": key, "seed": seed, "test_acc": acc, "seconds": time.time() - t0, "status": status})
             log(f"  {key:<10} seed {seed}: test_acc={acc:.4f} ({time.time() - t0:.1f} s) {status if status != 'completed' else ''}")
     df = pd.DataFrame(rows)

@@ -70,8 +70,8 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     "shapes", "procedural seeded shapes on clutter, 32x32 colour, object boxes known (for judging attention)",
     _shapes, 10, (3, 32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "crop_flip", 4, "resnet20", "resnet8",
-    recipe=dict(epochs=15, teacher_epochs=20, batch_size=128, lr=0.05)))
+    takes_image_size=True, recipe=dict(epochs=15, teacher_epochs=20, batch_size=128, lr=0.05)))
 register_dataset(DatasetSpec(
     "folder", "your own images: one subfolder per class (optionally train/ and test/)",
     _folder, None, None, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "crop_flip", 4, "resnet20", "resnet8",
-    needs_root=True, recipe=dict(epochs=20, teacher_epochs=30, batch_size=64, lr=0.05)))
+    needs_root=True, takes_image_size=True, recipe=dict(epochs=20, teacher_epochs=30, batch_size=64, lr=0.05)))

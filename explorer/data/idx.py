@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..bounds import GZIP_MAX_RATIO, IDX_MAX_BYTES, expansion_problem
 from .raw import DatasetFormatError, DatasetNotFoundError, RawData, check_labels, raw_from_arrays
 
 # the header's third byte -> the (big-endian) dtype of the data
@@ -15,43 +18,71 @@ IDX_CODES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype("
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DatasetFormatError(f"{path}: looks gzip-compressed but cannot be decompressed ({e})") from e
-    return data
+def read_idx(path, max_bytes: int = IDX_MAX_BYTES, max_ratio: float = GZIP_MAX_RATIO) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not, detected from its content) into a native-endian array.
 
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or not, detected from its content) into a native-endian array."""
+    The header is read and checked first; a .gz is then streamed into an array of exactly the size it
+    declares, so a file never costs more memory than its header admits: at most `max_bytes`, and for a
+    .gz at most `max_ratio` times the file's size (above bounds.RATIO_FLOOR)."""
     path = Path(path)
-    data = _read_maybe_gz(path)
-    if len(data) < 4:
-        raise DatasetFormatError(f"{path}: not an IDX file: only {len(data)} bytes, the header needs 4")
-    z0, z1, code, ndim = data[0], data[1], data[2], data[3]
+    packed = path.stat().st_size
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        try:
+            if not gz:
+                return _read_idx_stream(f, path, packed, None, max_bytes, max_ratio)
+            with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                return _read_idx_stream(g, path, packed, packed, max_bytes, max_ratio)
+        except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise
+            raise DatasetFormatError(f"{path}: looks gzip-compressed but cannot be decompressed ({e})") from None
+
+
+def _read_idx_stream(f, path: Path, size: int, gz_size: int | None, max_bytes: int, max_ratio: float) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4:
+        raise DatasetFormatError(f"{path}: not an IDX file: only {len(head)} bytes, the header needs 4")
+    z0, z1, code, ndim = head[0], head[1], head[2], head[3]
     if z0 != 0 or z1 != 0:
-        raise DatasetFormatError(f"{path}: not an IDX file: magic {data[:4].hex()} should start with 0000 "
+        raise DatasetFormatError(f"{path}: not an IDX file: magic {head.hex()} should start with 0000 "
                                  "(then a dtype code and the number of dimensions)")
     if code not in IDX_CODES:
-        raise DatasetFormatError(f"{path}: IDX magic {data[:4].hex()} has unknown dtype code 0x{code:02x} "
+        raise DatasetFormatError(f"{path}: IDX magic {head.hex()} has unknown dtype code 0x{code:02x} "
                                  f"(known: {', '.join(f'0x{c:02x}' for c in IDX_CODES)})")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetFormatError(f"{path}: IDX header says {ndim} dimensions but the file ends after {len(data)} bytes")
-    dims = struct.unpack(f">{ndim}i", data[4:header])
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DatasetFormatError(f"{path}: IDX header says {ndim} dimensions but the file ends after "
+                                 f"{4 + len(raw_dims)} bytes")
+    dims = struct.unpack(f">{ndim}i", raw_dims)
     if any(d < 0 for d in dims):
         raise DatasetFormatError(f"{path}: IDX dimensions {dims} include a negative size")
     dtype = IDX_CODES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    expected = math.prod(dims) * dtype.itemsize
+    if gz_size is None and size - header != expected:   # a plain file: its size says it all
         raise DatasetFormatError(f"{path}: IDX dims {dims} of {dtype.name} need {expected} data bytes, "
-                                 f"the file has {len(data) - header} (truncated or corrupt)")
-    arr = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+                                 f"the file has {size - header} (truncated or corrupt)")
+    problem = expansion_problem(expected, gz_size if gz_size is not None else expected, max_bytes, max_ratio,
+                                ("IDX_MAX_BYTES", "GZIP_MAX_RATIO"))
+    if problem:
+        raise DatasetFormatError(f"{path}: IDX dims {dims} of {dtype.name} were refused before reading: {problem}")
+    buf = np.empty(expected, np.uint8)
+    view, got = memoryview(buf), 0
+    while got < expected:
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    if got < expected:
+        raise DatasetFormatError(f"{path}: IDX dims {dims} of {dtype.name} need {expected} data bytes, "
+                                 f"the file has {got} (truncated or corrupt)")
+    if f.read(1):
+        raise DatasetFormatError(f"{path}: IDX dims {dims} of {dtype.name} need {expected} data bytes, the file "
+                                 "holds more after them (corrupt, or not the file its header describes)")
+    arr = buf.view(dtype).reshape(dims)
+    return arr if dtype.byteorder in ("=", "|") else arr.astype(dtype.newbyteorder("="))
 
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

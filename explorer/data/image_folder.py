@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounds import IMAGE_MAX_PIXELS
 from .raw import DatasetFormatError, DatasetNotFoundError, RawData, raw_from_arrays
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")   # the decoders tried: never EPS (Ghostscript) and the like
 
 
 def _sanitise(name: str, fallback: str) -> str:
@@ -31,8 +33,9 @@ def _list_files(folder: Path) -> list[Path]:
     return out
 
 
-def _load_image(path: Path, size: int, max_file_bytes: int):
-    """(uint8 (3, size, size) array, None) or (None, reason)."""
+def _load_image(path: Path, size: int, max_file_bytes: int, max_pixels: int = IMAGE_MAX_PIXELS):
+    """(uint8 (3, size, size) array, None) or (None, reason). The pixel count is read from the header
+    (PIL opens lazily) and bounded before anything is decoded: 4 KB of PNG can declare 9000 x 9000."""
     from PIL import Image, ImageOps
 
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -49,7 +52,11 @@ def _load_image(path: Path, size: int, max_file_bytes: int):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)   # palette-transparency notes etc.
-            with Image.open(path) as im:
+            with Image.open(path, formats=PIL_FORMATS) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    return None, (f"{w} x {h} = {w * h:,} pixels, over the bound IMAGE_MAX_PIXELS = {max_pixels:,} "
+                                  "(not decoded)")
                 im.load()
                 try:
                     im = ImageOps.exif_transpose(im)

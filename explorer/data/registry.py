@@ -23,7 +23,13 @@ class DatasetSpec:
     default_student: str
     needs_root: bool = False                # the user must name a folder
     default_root: str | None = None
+    takes_image_size: bool = False          # the reader resizes to image_size (else the field is refused)
     recipe: dict = field(default_factory=dict)   # epochs, teacher_epochs, batch_size, lr
+
+    @property
+    def takes_root(self) -> bool:
+        """The reader reads a folder (data_root); datasets that need none refuse the field."""
+        return self.needs_root or self.default_root is not None
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "num_classes": self.num_classes,

@@ -76,7 +76,7 @@ def fit(trainer: Trainer, state: RunState) -> dict:
         state.scheme.on_epoch_end(epoch)
         models = state.scheme.eval_models()
         for name, model in models.items():
-            values[f"val/acc/{name}"] = evaluate(model, data, "val", cfg.batch_size * 4)
+            values[f"val/acc/{name}"] = evaluate(model, data, "val", cfg.batch_size * 4, trainer.check_cancel)
         values["val/acc"] = values[f"val/acc/{next(iter(models))}"]
         store.log_metrics(trainer.run_id, "epoch", epoch + 1, state.step, values)
         trainer.emit("epoch", epoch + 1, state.step, values)
@@ -132,12 +132,16 @@ def training_step(scheme, batch: Batch, opt, sched, amp_dtype, scaler, timer: St
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 512) -> float:
+def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 512,
+             check_cancel=None) -> float:
+    """Accuracy on a split; check_cancel (a run's) is called before each batch."""
     was = model.training
     model.eval()
     correct = torch.zeros((), device=data.device)
     n = 0
     for x, y, _ in data.batches(split, batch_size):
+        if check_cancel is not None:
+            check_cancel()
         correct += (model(x).argmax(1) == y).sum()
         n += len(y)
     model.train(was)

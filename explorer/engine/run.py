@@ -8,23 +8,21 @@ run as `failed` with a message naming the likely cause (errors.explain).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..config import RunConfig
-from ..distributed import FollowerStore, setup as setup_distributed
-from ..errors import RunCancelled, RunFailed, explain
+from .. import owners, teachers
+from ..distributed import FollowerStore, lost_peer, setup as setup_distributed, signals_deferred
+from ..errors import RunCancelled, RunFailed, RunInterrupted, StoreError, explain
 from ..kd.base import Method
 from ..recipes import recipe_hash, resolve, teacher_recipe
 from ..store import Store
 from ..teachers import TeacherRef
-from . import loop, probe, setup
+from . import checkpoint, loop, probe, setup
 from .loop import evaluate
 from .setup import RunState
 
@@ -52,6 +50,7 @@ class Trainer:
         self.store = (store or Store()) if self.main else FollowerStore(self.dist.rank)
         self.on_event = (on_event or (lambda e: None)) if self.main else (lambda e: None)
         self.cancel = cancel
+        self.parent: Trainer | None = None   # the run this one trains a teacher for: its cancel stops this one too
         self._last_poll = 0.0
 
     def run(self, run_id: str | None = None, resume: bool = False) -> dict:
@@ -64,18 +63,37 @@ class Trainer:
         self.run_dir = Path(self.store.get_run(run_id)["run_dir"])
         t0 = time.time()
         try:
-            self.store.set_status(run_id, "running", message="", worker_pid=os.getpid())
+            # this process owns the run: a reader finding it gone sees the run interrupted (owners.reap)
+            self.store.set_status(run_id, "running", message="", **owners.fields())
             summary = self._train(resume)
         except RunCancelled:
             self.store.set_status(run_id, "cancelled", message="cancelled by the user")
             self.emit("end", values={"status": "cancelled"})
             return {"run_id": run_id, "status": "cancelled", "seconds": round(time.time() - t0, 3)}
-        except KeyboardInterrupt:
-            self.store.set_status(run_id, "interrupted", message="interrupted (Ctrl-C); resume with `kd-explorer resume`")
+        except KeyboardInterrupt as e:
+            if self.dist is not None and str(e).startswith("signal"):   # torchrun stopping the survivors
+                msg = (f"interrupted: a torchrun rank stopped (torchrun ended rank {self.dist.rank} with {e}); "
+                       f"resume with `kd-explorer resume {run_id}`")
+            else:
+                msg = f"interrupted (Ctrl-C); resume with `kd-explorer resume {run_id}`"
+            self.store.set_status(run_id, "interrupted", message=msg)
             raise
         except Exception as e:  # any failure is recorded with a readable message, then surfaced
-            msg = explain(e)
-            self.store.set_status(run_id, "failed", message=msg)
+            lost = lost_peer(e, self.dist) if self.dist is not None else None
+            if lost is not None:   # another rank died: resumable, as docs/distributed.md says
+                msg = (f"interrupted: a torchrun rank stopped ({lost}); resume with `kd-explorer resume {run_id}` "
+                       f"(or `torchrun ... -m explorer resume {run_id}`)")
+                with signals_deferred():   # torchrun's SIGTERM to the survivors must not cut the record short
+                    self.store.set_status(run_id, "interrupted", message=msg)
+                    self.emit("end", values={"status": "interrupted"}, message=msg)
+                raise RunInterrupted(msg, reason=lost) from e
+            msg = explain(e, self.run_dir)
+            if self.main:   # a torn *.tmp (a full disk) goes; that also makes room for the record
+                checkpoint.remove_temp_files(self.run_dir)
+            try:
+                self.store.set_status(run_id, "failed", message=msg)
+            except StoreError as store_e:   # even the store's reserve was not enough to record it
+                raise RunFailed(f"{msg} (the run store could not record this: {store_e})") from e
             self.emit("end", values={"status": "failed"}, message=msg)
             raise RunFailed(msg) from e
         summary["seconds"] = round(time.time() - t0, 3)
@@ -89,8 +107,7 @@ class Trainer:
     def check_cancel(self, force: bool = False) -> None:
         """Raise RunCancelled if asked to stop; the store is polled every CANCEL_POLL_S (force: now)."""
         if self.dist is not None:   # every rank must stop at the same step: decided together, at epoch ends
-            wanted = self.main and ((self.cancel is not None and self.cancel.is_set()) or
-                                    self.store.cancel_requested(self.run_id))
+            wanted = self.main and ((self.cancel is not None and self.cancel.is_set()) or self._cancel_in_store())
             if force and self.dist.any(wanted):
                 raise RunCancelled()
             return
@@ -99,8 +116,17 @@ class Trainer:
         now = time.monotonic()
         if force or now - self._last_poll > CANCEL_POLL_S:
             self._last_poll = now
-            if self.store.cancel_requested(self.run_id):
+            if self._cancel_in_store():
                 raise RunCancelled()
+
+    def _cancel_in_store(self) -> bool:
+        """Whether a cancel was asked for this run, or for the run it trains a teacher for (and so on up)."""
+        t = self
+        while t is not None:
+            if self.store.cancel_requested(t.run_id):
+                return True
+            t = t.parent
+        return False
 
     def train_teacher(self, arch: str) -> TeacherRef:
         """No teacher `arch` exists for this recipe: train one now, as a run of its own that later runs reuse.
@@ -113,7 +139,13 @@ class Trainer:
         def relay(e: Event):
             self.on_event(Event(e.kind if e.kind == "log" else "teacher_" + e.kind, parent, e.epoch, e.step,
                                 e.values, e.message))
-        result = Trainer(tcfg, self.store, on_event=relay, cancel=self.cancel).run()
+        sub = Trainer(tcfg, self.store, on_event=relay, cancel=self.cancel)
+        sub.parent = self   # a cancel of this run, from a thread or through the store, stops the teacher's too
+        sub_id = self.store.create_run(tcfg.to_dict(), status="queued", recipe_hash=recipe_hash(tcfg))
+        if self.main and (teachers.of_run(self.store.get_run(parent)) or TeacherRef("", "train")).source == "train":
+            # the parent -> sub-run link, until the trained teacher is recorded: the app shows its progress
+            teachers.record(self.store, parent, TeacherRef(arch, "train", run_id=sub_id, epochs=tcfg.epochs))
+        result = sub.run(sub_id)
         if result["status"] == "cancelled":
             raise RunCancelled()
         return TeacherRef(arch, "run", run_id=result["run_id"], test_acc=result.get("test_acc"))
@@ -153,7 +185,7 @@ class Trainer:
         if not self.main:
             return summary   # rank 0 saves and records the run
         final = self.run_dir / "model.pt"
-        torch.save({n: m.state_dict() for n, m in models.items()}, final)
+        checkpoint.atomic_save({n: m.state_dict() for n, m in models.items()}, final, "the final models")
         self.store.add_artifact(self.run_id, "model", final, "state_dict")
         scheme.save_artifacts(self.run_dir, self.store, self.run_id)
         self.store.log_metrics(self.run_id, "final", cfg.epochs, state.step,

@@ -75,11 +75,13 @@ def build(trainer: Trainer, resume: bool) -> RunState:
     teacher = teacher_acc = None
     if get_scheme(cfg.scheme).needs_teacher and cfg.role == "distill":
         teacher = prepare_teacher(load_teacher(cfg.teacher), cfg)
-        teacher_acc = evaluate(teacher, data, "test", cfg.batch_size * 4) if trainer.main else None
+        teacher_acc = (evaluate(teacher, data, "test", cfg.batch_size * 4, trainer.check_cancel)
+                       if trainer.main else None)
     torch.manual_seed(cfg.seed)   # the student's init must not depend on whether a teacher was trained
     student = prepare_student(build_model(cfg.student), cfg)
     steps = data.steps_per_epoch(cfg.batch_size, drop_last=dist is not None)
-    ctx = RunContext(cfg, data, device, student, teacher, build_model, steps, cfg.epochs, load_teacher=load_teacher)
+    ctx = RunContext(cfg, data, device, student, teacher, build_model, steps, cfg.epochs, load_teacher=load_teacher,
+                     check_cancel=trainer.check_cancel, log=lambda message: trainer.emit("log", message=message))
     scheme = get_scheme(cfg.scheme)(ctx, **cfg.scheme_params).to(device)
     opt = make_optimizer(cfg, [p for p in scheme.parameters() if p.requires_grad], device)
     amp_dtype = amp_dtype_for(device) if cfg.amp else None

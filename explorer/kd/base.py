@@ -8,6 +8,7 @@ weight. Terms a method weights internally (RKD's 25/50) are already weighted ins
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,6 +58,11 @@ STANDARDIZE = HParam("standardize", False, help="z-score each sample's logits be
                      "standardisation, Sun et al., CVPR 2024); the temperature is then its base temperature "
                      "(the paper's configs: 2, with a KD weight of 9)")
 
+# The length of a method's initialisation stage (see Method.init_stage), as a share of the run's epochs
+INIT_FRACTION = HParam("init_fraction", 30 / 240, 0.0, 1.0, help="length of the init stage before the main "
+                       "training, as a share of the run's epochs, rounded up (RepDistiller: 30 init epochs for a "
+                       "240-epoch run = 0.125); 0 = no init stage")
+
 
 class Method(nn.Module):
     key: ClassVar[str]
@@ -70,6 +76,12 @@ class Method(nn.Module):
     default_ce_weight: ClassVar[float] = 1.0   # CE weight of the CRD benchmark's standalone recipe
     convention: ClassVar[str] = ""    # which reference convention (reduction, scaling) is followed
     notes: ClassVar[str] = ""         # constraints a user must know (e.g. FSP needs equal channels)
+    # An initialisation stage before the main training (RepDistiller's helper/pretrain.py `init`, used for AB,
+    # FT and FSP). A method with init_stage = True has the INIT_FRACTION hparam (and may have `init_lr`: 0 = the
+    # run's lr) and implements init_parameters(student) and init_loss(s, t, batch); the offline scheme
+    # (explorer/schemes/init_stage.py) trains those parameters on that loss with its own SGD for init_epochs()
+    # epochs before the student's first main step, then sets the `init_done` buffer (a resumed run skips it).
+    init_stage: ClassVar[bool] = False
 
     def __init__(self, ctx: PairContext, **hp):
         super().__init__()
@@ -80,6 +92,28 @@ class Method(nn.Module):
             raise ValueError(f"method {self.key!r}: unknown hyperparameter(s) {sorted(unknown)}; "
                              f"allowed: {sorted(known)}")
         self.hp = {name: hp.get(name, h.default) for name, h in known.items()}
+        if self.init_stage:
+            self.register_buffer("init_done", torch.zeros((), dtype=torch.bool))
+
+    def init_epochs(self) -> int:
+        """Epochs of the init stage: init_fraction x the run's epochs, rounded up; 0 without one."""
+        share = self.hp.get("init_fraction", 0.0) if self.init_stage else 0.0
+        return math.ceil(share * self.ctx.epochs - 1e-9) if share > 0 else 0
+
+    def init_parameters(self, student: nn.Module) -> list[nn.Parameter]:
+        """What the init stage trains (their requires_grad flags are set for it and restored after)."""
+        raise NotImplementedError
+
+    def init_loss(self, s: Outputs | None, t: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
+        """The init stage's loss terms; s is None when init_parameters holds none of the student's."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_pair(cls, ctx: PairContext, **hp) -> None:
+        """The checks this method makes of a student/teacher pair when it is built (channel or stage counts),
+        without building it: recipes.resolve runs them before a run is launched, on stage shapes measured by
+        one dry forward pass (explorer.schemes.offline.dry_pair). Raises ValueError. A method whose
+        constructor checks the pair overrides this and calls it from __init__, so both are one check."""
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -100,5 +134,17 @@ class Method(nn.Module):
             "venue": cls.paper.venue, "arxiv": cls.paper.arxiv, "equation": cls.equation,
             "needs": sorted(cls.needs), "default_weight": cls.default_weight,
             "default_ce_weight": cls.default_ce_weight, "convention": cls.convention, "notes": cls.notes,
-            "hparams": [h.describe() for h in cls.hparams],
+            "hparams": [h.describe() for h in cls.hparams], "init_stage": cls.init_stage,
         }
+
+
+def feature_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """A model's parameters except its classifier's (RepDistiller's get_feat_modules): the module named by
+    `model.kd_classifier` when declared, else the last nn.Linear; all of them when it has neither."""
+    modules = dict(model.named_modules())
+    head = modules.get(getattr(model, "kd_classifier", None) or "")
+    if head is None:
+        linears = [m for m in modules.values() if isinstance(m, nn.Linear)]
+        head = linears[-1] if linears else None
+    skip = {id(p) for p in head.parameters()} if head is not None else set()
+    return [p for p in model.parameters() if id(p) not in skip]

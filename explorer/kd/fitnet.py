@@ -29,17 +29,21 @@ class FitNet(Method):
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
-        if ctx.pairs is not None:
-            self.pairs = pair_stages(ctx.student_stages, ctx.teacher_stages, explicit=ctx.pairs)
-        else:
-            n = len(ctx.student_stages)
-            hint = self.hp["hint_stage"]
-            if not 0 <= hint < n:
-                raise ValueError(f"fitnet: hint_stage={hint} but the student has stages 0..{n - 1}; "
-                                 "choose a smaller hint_stage")
-            self.pairs = [(hint, teacher_stage_for(hint, ctx))]
+        self.pairs = self.check_pair(ctx, **self.hp)
         self.regressors = nn.ModuleList(Connector(ctx.student_stages[i][0], ctx.teacher_stages[j][0])
                                         for i, j in self.pairs)
+
+    @classmethod
+    def check_pair(cls, ctx, **hp) -> list[tuple[int, int]]:
+        """The hint pairs; raises ValueError when hint_stage is not one of the student's stages."""
+        if ctx.pairs is not None:
+            return pair_stages(ctx.student_stages, ctx.teacher_stages, explicit=ctx.pairs)
+        n = len(ctx.student_stages)
+        hint = hp.get("hint_stage", next(h.default for h in cls.hparams if h.name == "hint_stage"))
+        if not 0 <= hint < n:
+            raise ValueError(f"fitnet: hint_stage={hint} but the student has stages 0..{n - 1}; "
+                             "choose a smaller hint_stage")
+        return [(hint, teacher_stage_for(hint, ctx))]
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
         loss = 0.0

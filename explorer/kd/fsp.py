@@ -27,15 +27,21 @@ class FSP(Method):
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
-        self.pairs = ctx_pairs(ctx, skip_stem=False)   # CRD uses feat[:-1]: stem included
-        if len(self.pairs) < 2:
-            raise ValueError(f"fsp: needs at least two paired stages to form a flow matrix, got {self.pairs}")
-        bad = [(i, j, ctx.student_stages[i][0], ctx.teacher_stages[j][0]) for i, j in self.pairs
+        self.pairs = self.check_pair(ctx, **hp)
+
+    @classmethod
+    def check_pair(cls, ctx, **hp) -> list[tuple[int, int]]:
+        """The paired stages (stem included); raises ValueError unless each pair has equal channel counts."""
+        pairs = ctx_pairs(ctx, skip_stem=False)   # CRD uses feat[:-1]: stem included
+        if len(pairs) < 2:
+            raise ValueError(f"fsp: needs at least two paired stages to form a flow matrix, got {pairs}")
+        bad = [(i, j, ctx.student_stages[i][0], ctx.teacher_stages[j][0]) for i, j in pairs
                if ctx.student_stages[i][0] != ctx.teacher_stages[j][0]]
         if bad:
             desc = ", ".join(f"student stage {i} has {cs} channels vs teacher stage {j} {ct}" for i, j, cs, ct in bad)
             raise ValueError(f"fsp: FSP matrices are C x C, so paired stages need equal channel counts: {desc}. "
                              "Use a same-width pair (e.g. resnet56 -> resnet20) or another feature method.")
+        return pairs
 
     def forward(self, s: Outputs, t: Outputs, batch: Batch):
         fs = [s.stages[i] for i, _ in self.pairs]

@@ -30,6 +30,11 @@ class RunContext:
     steps_per_epoch: int
     epochs: int
     load_teacher: Callable[[str], nn.Module] | None = None   # arch -> trained frozen teacher (reused/trained)
+    # call check_cancel() in every loop of a scheme's own that can last over a second (an assistant's
+    # training, image synthesis): it raises RunCancelled once the run is cancelled (the store is polled at
+    # most every 0.25 s, so calling it each iteration is cheap); log(message) tells the user what it does
+    check_cancel: Callable[[], None] = lambda: None
+    log: Callable[[str], None] = lambda message: None
 
 
 class Scheme(nn.Module):
@@ -85,6 +90,12 @@ class Scheme(nn.Module):
 
     def save_artifacts(self, run_dir, store, run_id) -> None:
         """Write anything the app should show (e.g. synthesised images)."""
+
+    @classmethod
+    def methods_teacher(cls, config, shape: tuple[int, int, int], num_classes: int) -> str | None:
+        """The architecture the config's knowledge terms pair the student with (None: they pair with none),
+        for the pairing check made before a run starts (recipes.check_pairing). Raises ValueError."""
+        return config.teacher if cls.uses_methods else None
 
     @classmethod
     def describe(cls) -> dict:

@@ -271,6 +271,8 @@ class DeepInversion(_DataFree):
         n, chunk = len(self.pool), max(cfg.batch_size, 64)
         _, _, h, w = self.pool.shape
         hooks = _BNStats(self.teacher)
+        self.ctx.log(f"synthesising {n} images from the teacher ({self.hp['iterations']} iterations per batch of "
+                     f"{chunk}) before the student's first step")
         try:
             with torch.autocast(self.ctx.device.type, enabled=False):
                 for start in range(0, n, chunk):
@@ -281,6 +283,7 @@ class DeepInversion(_DataFree):
                     jitter = max(1, h // 16)
                     best, best_x = math.inf, x.detach().clone()
                     for _ in range(self.hp["iterations"]):
+                        self.ctx.check_cancel()
                         dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=self.gen).tolist()
                         xj = torch.roll(x, (dy, dx), (2, 3))
                         if data.spec.augment == "crop_flip" and torch.rand((), generator=self.gen) < 0.5:

@@ -1,15 +1,18 @@
 """Offline KD: a frozen, pretrained teacher; the student learns CE plus weighted knowledge terms."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..kd import get_method
-from ..kd.base import Batch, Method, Outputs, PairContext, Paper
+from ..kd.base import Batch, Outputs, PairContext, Paper
 from ..models.outputs import TapSpecs, forward_outputs
 from ..speed import TeacherCache
 from .base import RunContext, Scheme, register_scheme
+from .init_stage import run_init_stages
 
 
 def build_methods(config, student: nn.Module, teacher: nn.Module, ctx: RunContext,
@@ -25,6 +28,8 @@ def build_methods(config, student: nn.Module, teacher: nn.Module, ctx: RunContex
         method = cls(pair, **term.params)
         if hasattr(method, "attach_teacher"):
             method.attach_teacher(teacher)
+        if hasattr(method, "attach_student"):   # e.g. CAT-KD reads the student's classifier (not its parameter)
+            method.attach_student(student)
         methods.append(method)
     weights = [cls.default_weight if term.weight is None else term.weight for cls, term in zip(classes, config.methods)]
     ce = config.ce_weight if config.ce_weight is not None else min(cls.default_ce_weight for cls in classes)
@@ -32,20 +37,37 @@ def build_methods(config, student: nn.Module, teacher: nn.Module, ctx: RunContex
 
 
 @torch.no_grad()
+def tap_shapes(model: nn.Module, specs: TapSpecs, x: torch.Tensor) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """(each stage's (C, H, W), the embedding's width or 0) of `model`'s taps, from one forward pass on `x`."""
+    was = model.training
+    model.eval()
+    out = forward_outputs(model, x, {"stages", "embedding"} if specs.embedding else {"stages"}, specs)
+    model.train(was)
+    return tuple(tuple(f.shape[1:]) for f in out.stages), out.embedding.shape[1] if out.embedding is not None else 0
+
+
 def measure_pair(student, teacher, s_specs, t_specs, ctx: RunContext, config) -> PairContext:
     """One dry forward pass on two training images to learn the taps' shapes."""
     x, _, _ = next(ctx.dataset.batches("train", 2))
-    shapes = []
-    for model, specs in ((student, s_specs), (teacher, t_specs)):
-        was = model.training
-        model.eval()
-        out = forward_outputs(model, x, {"stages", "embedding"} if specs.embedding else {"stages"}, specs)
-        model.train(was)
-        shapes.append(([tuple(f.shape[1:]) for f in out.stages],
-                       out.embedding.shape[1] if out.embedding is not None else 0))
-    (s_st, s_emb), (t_st, t_emb) = shapes
-    return PairContext(tuple(s_st), tuple(t_st), s_emb, t_emb, ctx.dataset.num_classes, len(ctx.dataset.train),
+    (s_st, s_emb), (t_st, t_emb) = tap_shapes(student, s_specs, x), tap_shapes(teacher, t_specs, x)
+    return PairContext(s_st, t_st, s_emb, t_emb, ctx.dataset.num_classes, len(ctx.dataset.train),
                        ctx.epochs, ctx.steps_per_epoch,
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None)
+
+
+@lru_cache(maxsize=64)
+def _zoo_tap_shapes(arch: str, num_classes: int, shape: tuple[int, int, int], stages: tuple[str, ...] | None):
+    from ..models import create_model
+    model = create_model(arch, num_classes=num_classes, in_channels=shape[0], image_size=shape[1])
+    return tap_shapes(model, TapSpecs.of(model, list(stages) if stages else None), torch.zeros(2, *shape))
+
+
+def dry_pair(config, student: str, teacher: str, shape: tuple[int, int, int], num_classes: int) -> PairContext:
+    """The PairContext a run of `config` would measure (measure_pair), without its data: zoo models built on
+    the CPU and one dry forward pass on zeros of the dataset's shape (the shapes are cached per model)."""
+    s_st, s_emb = _zoo_tap_shapes(student, num_classes, tuple(shape), tuple(config.student_stages or ()) or None)
+    t_st, t_emb = _zoo_tap_shapes(teacher, num_classes, tuple(shape), tuple(config.teacher_stages or ()) or None)
+    return PairContext(s_st, t_st, s_emb, t_emb, num_classes, config.n_train or 0, config.epochs or 1, 1,
                        tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None)
 
 
@@ -80,6 +102,7 @@ class Offline(Scheme):
         self.needs = union_needs(self.methods)
         # config.teacher_cache: the frozen teacher's logits, reused per (sample, augmented view)
         self.teacher_cache = TeacherCache.for_run(ctx) if cfg.teacher_cache and self.methods else None
+        self._init_stages_checked = False   # methods declaring an init stage run it at the first step
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -97,6 +120,9 @@ class Offline(Scheme):
         if not self.methods:
             logits = self.student(batch.x)
             return logits, {"ce": self.ce_weight * F.cross_entropy(logits, batch.y)}
+        if not self._init_stages_checked:
+            run_init_stages(self.ctx, self.student, self.teacher, self.methods, self.s_specs, self.t_specs)
+            self._init_stages_checked = True
         t = self.teacher_outputs(batch)
         s = forward_outputs(self.student, batch.x, self.needs, self.s_specs)
         losses = {"ce": self.ce_weight * F.cross_entropy(s.logits, batch.y)} if self.ce_weight else {}

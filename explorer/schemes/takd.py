@@ -55,6 +55,14 @@ class TAKD(KeepsFrozen, Offline):
         self.top_teacher = ctx.teacher
         self.register_buffer("assistant_ready", torch.zeros((), dtype=torch.bool))
 
+    @classmethod
+    def methods_teacher(cls, config, shape, num_classes):
+        """The knowledge terms pair the student with the assistant."""
+        arch = config.scheme_params.get("assistant", "auto")
+        if arch == "auto":
+            return mid_model(config.teacher, config.student, num_classes, shape[0], shape[1])
+        return parse_archs(cls.key, "assistant", arch)[0]
+
     def train_step(self, batch: Batch):
         if not self.assistant_ready:
             self.train_assistant()
@@ -72,9 +80,12 @@ class TAKD(KeepsFrozen, Offline):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         gen = torch.Generator().manual_seed(cfg.seed + 7)
         a.train()
+        self.ctx.log(f"distilling the assistant {self.assistant_arch} from the teacher ({epochs} epochs) before "
+                     "the student's first step")
         with torch.autocast(self.ctx.device.type, enabled=False):
             for _ in range(epochs):
                 for x, y, _ in data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=gen):
+                    self.ctx.check_cancel()
                     with torch.no_grad():
                         t = self.top_teacher(x)
                     z = a(x)

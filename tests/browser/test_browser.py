@@ -141,3 +141,61 @@ def click_through(server) -> dict:
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(ARTIFACTS / "train.png", REPO / "docs" / "screenshot-train.png")
     return timings
+
+
+def test_a_new_browser_context_shows_a_running_run_and_cancels_it(server):
+    """The live view comes from the store, not the session (issue 13): a long run submitted from outside any
+    browser session, then the Train page opened in a new browser context (no session state: a second tab,
+    a refresh) shows the run's name, a progress value that increases between two looks, and a Cancel button
+    that cancels it within 2 s -- again after a reload."""
+    import re
+    from explorer import jobs
+    from explorer.store import Store
+    url, _ = server
+    store = Store()                    # the server's store: conftest and the fixture both use tmp_path/"home"
+    rid = jobs.submit(dict(name="a long live run", dataset="digits", student="cnn_tiny", epochs=10_000, n_train=300,
+                           probe_size=0, probe_epochs=[], checkpoint_every=0, device="cpu"), store)
+    deadline = time.monotonic() + 60
+    while store.get_run(rid)["status"] != "running":
+        assert time.monotonic() < deadline, store.get_run(rid)
+        time.sleep(0.1)
+
+    def step(page) -> int:
+        bar = page.locator('[data-testid="stProgress"]').first
+        bar.wait_for(timeout=60_000)
+        text = bar.inner_text()
+        m = re.search(r"step (\d+)/(\d+)", text)
+        assert m, text
+        return int(m.group(1))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})   # no session of its own
+            page = context.new_page()
+            page.goto(f"{url}/Train")
+            page.get_by_text("a long live run").first.wait_for(timeout=60_000)
+            first = step(page)
+            deadline = time.monotonic() + 30
+            while (second := step(page)) <= first:
+                assert time.monotonic() < deadline, f"progress stayed at step {first}"
+                page.wait_for_timeout(500)
+            assert second > first
+            page.reload()                                            # a refresh keeps the live run too
+            page.get_by_text("a long live run").first.wait_for(timeout=60_000)
+            assert step(page) >= second
+            _no_errors(page, "Train, second context")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "train-second-context.png")
+            cancel = page.get_by_role("button", name="Cancel").first
+            cancel.wait_for(timeout=30_000)
+            t0 = time.monotonic()
+            cancel.click()
+            while store.get_run(rid)["status"] != "cancelled":
+                assert time.monotonic() - t0 < 2.0, store.get_run(rid)
+                time.sleep(0.05)
+        finally:
+            browser.close()
+    assert store.get_run(rid)["status"] == "cancelled"

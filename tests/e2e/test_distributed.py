@@ -4,13 +4,17 @@
    batch, and one DDP step equals one single-process step on the whole batch (the global batch size).
 2. End to end through torchrun: the run completes with the single-process summary's keys and a sane
    accuracy, is recorded once (one distill row, one teacher row), and its checkpoint resumes.
+3. A rank killed mid-run: rank 1 -> the run is recorded `interrupted` with a readable message; rank 0
+   (which records) -> the next read of the store finds its owner gone and shows it `interrupted`.
 """
 import json
 import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -191,3 +195,68 @@ def test_torchrun_two_processes_match_a_single_process_run(tmp_path):
     assert resumed["run_id"] == ddp["run_id"] and resumed["status"] == "completed"
     assert resumed["test_acc"] == pytest.approx(ddp["test_acc"])   # the same weights, evaluated again
     assert len(store.list_runs()) == 3   # resuming created no row
+
+
+# ---------------------------------------------------------------------- a rank that dies (issue 15, items 4 and 5)
+KILL_ARGS = ["--dataset", "digits", "--n-train", "200", "--student", "cnn_tiny", "--epochs", "400",
+             "--batch-size", "32", "--probe-size", "0", "--device", "cpu", "--json"]
+
+
+def _rank_pids(launcher: int) -> dict[int, int]:
+    """{RANK: pid} of the processes torchrun (pid `launcher`) started."""
+    ranks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != launcher:
+                continue
+            env = dict(v.split("=", 1) for v in (stat.parent / "environ").read_text().split("\0") if "=" in v)
+        except (OSError, ValueError, IndexError):
+            continue
+        if "RANK" in env:
+            ranks[int(env["RANK"])] = int(stat.parent.name)
+    return ranks
+
+
+def _kill_a_rank_once_training(home: Path, rank: int) -> tuple[dict, int]:
+    """Start a 2-rank gloo run, SIGKILL `rank` once an epoch is recorded, wait for torchrun to end."""
+    env = dict(os.environ, KD_EXPLORER_HOME=str(home), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), "-m", "explorer", "run", *KILL_ARGS], env=env, cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = Store(home)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(store.metrics(r["id"], "epoch") for r in store.list_runs(role="distill")):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1][-3000:]
+            time.sleep(0.1)
+        (run,) = store.list_runs(role="distill")
+        pids = _rank_pids(p.pid)
+        assert set(pids) == {0, 1} and run["worker_pid"] == pids[0]   # rank 0 owns the run
+        os.kill(pids[rank], signal.SIGKILL)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode != 0
+    return store.get_run(run["id"]), pids[rank]
+
+
+def test_killing_rank_1_records_the_run_interrupted_with_a_readable_message(tmp_path):
+    run, _ = _kill_a_rank_once_training(tmp_path / "home", rank=1)
+    print(f"\nrank 1 killed: {run['status']}: {run['message']}")
+    assert run["status"] == "interrupted", run["message"]   # as docs/distributed.md says: resumable
+    assert "a torchrun rank stopped" in run["message"] and "rank 1" in run["message"]
+    assert f"kd-explorer resume {run['id']}" in run["message"]
+    assert "pair.cc" not in run["message"] and "GLHF" not in run["message"]   # gloo's raw text stays out
+    assert Store(tmp_path / "home").metrics(run["id"], "epoch")               # the epochs done are kept
+    assert (Path(run["run_dir"]) / "checkpoint.pt").is_file()                # and its checkpoint, to resume
+
+
+def test_killing_rank_0_leaves_no_run_running(tmp_path):
+    """Rank 0 records the run; killed, it records nothing -- the next read sees its owner gone."""
+    run, pid = _kill_a_rank_once_training(tmp_path / "home", rank=0)
+    print(f"\nrank 0 killed: {run['status']}: {run['message']}")
+    assert run["status"] == "interrupted" and f"pid {pid}" in run["message"]
+    assert f"kd-explorer resume {run['id']}" in run["message"]

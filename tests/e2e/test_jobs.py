@@ -2,7 +2,6 @@
 device; and the bundled default teacher that lets a first digits run skip teacher training."""
 import json
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -141,7 +140,7 @@ def _alive(pid: int) -> bool:
 def test_app_launcher_recovers_jobs_then_starts_streamlit_on_home(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(jobs, "recover", lambda store=None: calls.append("recover") or [])
-    monkeypatch.setattr(app_launcher.subprocess, "call", lambda cmd, cwd: calls.append((cmd, cwd)) or 0)
+    monkeypatch.setattr(app_launcher.subprocess, "call", lambda cmd, cwd, env: calls.append((cmd, cwd)) or 0)
     monkeypatch.setattr(app_launcher, "ENTRY", tmp_path / "missing.py")
     assert app_launcher.launch() == 2 and calls == []            # no entry script: a clear error, nothing run
     entry = tmp_path / "Home.py"
@@ -150,9 +149,9 @@ def test_app_launcher_recovers_jobs_then_starts_streamlit_on_home(tmp_path, monk
     assert app_launcher.launch("127.0.0.1", 8600) == 0
     assert calls[0] == "recover"
     cmd, cwd = calls[1]
-    assert cmd[1:5] == ["-m", "streamlit", "run", str(entry)] and cwd == app_launcher.REPO
-    assert " ".join(cmd).endswith("--server.address 127.0.0.1 --server.port 8600 --server.headless true")
-    config = (app_launcher.REPO / ".streamlit" / "config.toml").read_text()
+    assert cmd[1:5] == ["-m", "streamlit", "run", str(entry)] and cwd == app_launcher.ROOT
+    assert cmd[5:] == ["--server.address", "127.0.0.1", "--server.port", "8600"]   # only the flags given
+    config = (app_launcher.ROOT / ".streamlit" / "config.toml").read_text()
     for line in ('fileWatcherType = "none"', "gatherUsageStats = false", "runOnSave = false", "headless = true"):
         assert line in config
 

@@ -204,18 +204,91 @@ def test_run_names_never_choose_folders_and_delete_run_stays_inside(tmp_path):
 # ---------------------------------------------------------------------- binding
 def test_app_binds_to_localhost_unless_told_otherwise():
     args = cli.build_parser().parse_args(["app"])
-    assert args.host == "127.0.0.1"
+    assert args.host is None                            # left to Streamlit: STREAMLIT_SERVER_ADDRESS, else config.toml
     launcher = pytest.importorskip("explorer.app_launcher")
     cmd = launcher.streamlit_command()
-    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert "--server.address" not in cmd                # so the app's config.toml below decides: 127.0.0.1
+    assert launcher.effective_server(env={})[0] in ("127.0.0.1", "localhost")
     cmd = launcher.streamlit_command(host="0.0.0.0")   # told otherwise, explicitly
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
-    toml = REPO / ".streamlit" / "config.toml"
-    if toml.is_file():
-        server = tomllib.loads(toml.read_text()).get("server", {})
-        assert server.get("address", "127.0.0.1") in ("127.0.0.1", "localhost")
-        assert server.get("enableXsrfProtection", True) is True and server.get("enableCORS", True) is True
-        assert server.get("maxUploadSize", 200) <= 1024   # MB
+    server = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]
+    assert server.get("address", "127.0.0.1") in ("127.0.0.1", "localhost")
+    # set explicitly, not left to Streamlit's defaults (which a new version could change)
+    assert server["enableXsrfProtection"] is True and server["enableCORS"] is True
+    assert server.get("maxUploadSize", 200) <= 1024   # MB
+
+
+# ---------------------------------------------------------------------- what the browser can read
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    """A home with a data folder, a folder outside every allowed root, and symlinks both ways."""
+    from explorer.data.idx import DEFAULT_FASHION_MNIST_ROOT
+    home = tmp_path / "home"
+    (home / "data" / "imgs" / "cats").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    (outside / "cats").mkdir(parents=True)
+    (home / "data" / "escape").symlink_to(outside, target_is_directory=True)   # inside by name, outside in fact
+    (tmp_path / "alias").symlink_to(home / "data" / "imgs", target_is_directory=True)
+    monkeypatch.setenv("KD_EXPLORER_HOME", str(home))
+    monkeypatch.delenv("KD_EXPLORER_DATA_ROOTS", raising=False)
+    return {"home": home, "outside": outside, "alias": tmp_path / "alias", "fashion": DEFAULT_FASHION_MNIST_ROOT,
+            "tmp": tmp_path}
+
+
+def test_data_folder_box_reads_only_allowed_roots(folders, monkeypatch):
+    from explorer.app.roots import allowed_roots, check_data_root, is_allowed
+    home, outside = folders["home"], folders["outside"]
+    assert is_allowed(home / "data" / "imgs", "folder") and is_allowed(home / "data", "folder")
+    assert is_allowed(folders["alias"], "folder")                                  # a symlink into the data folder
+    assert is_allowed(folders["fashion"], "fashion-mnist") and not is_allowed(folders["fashion"], "folder")
+    for refused in ("/", "/etc", str(outside), str(home / "data" / "escape"), str(home / "data" / ".." / ".."),
+                    str(home), "~", "relative/path", "/nonexistent/x", "a\x00b"):
+        assert not is_allowed(refused, "folder"), refused
+        with pytest.raises(ConfigError) as e:
+            check_data_root(refused, "folder")
+        msg = str(e.value)
+        assert e.value.field == "data_root" and str((home / "data").resolve()) in msg
+        assert "cats" not in msg and "bin" not in msg and "does not exist" not in msg   # no listing, no probing
+    monkeypatch.setenv("KD_EXPLORER_DATA_ROOTS", f"{outside}{__import__('os').pathsep}/nonexistent")
+    assert is_allowed(outside / "cats", "folder") and outside.resolve() in allowed_roots("folder")
+
+
+def test_the_train_form_refuses_a_server_folder_naming_the_allowed_roots(folders):
+    from explorer.app import form as F
+    state = {F.K + "dataset": "folder", F.K + "data_root": "/"}
+    config, error = F.launchable(state)
+    assert config is None and "data_root" in error and str((folders["home"] / "data").resolve()) in error
+    assert "bin" not in error and "etc" not in error.replace(str(folders["tmp"]), "")   # no server listing
+    state[F.K + "data_root"] = str(folders["outside"])
+    assert F.launchable(state)[0] is None
+    with pytest.raises(ConfigError, match="data_root"):
+        F.config_from_form(state)
+    state[F.K + "data_root"] = str(folders["home"] / "data" / "imgs")
+    assert F.config_from_form(state)["data_root"] == str(folders["home"] / "data" / "imgs")
+
+
+def test_app_data_roots_come_from_the_command_line(folders, monkeypatch):
+    from explorer import app_launcher
+    from explorer.app.roots import ENV, is_allowed
+    args = cli.build_parser().parse_args(["app", "--data-root", str(folders["outside"]), "--data-root", "/srv"])
+    assert args.data_root == [str(folders["outside"]), "/srv"]
+    assert cli.build_parser().parse_args(["app"]).data_root == []
+    env = app_launcher.app_environment(args.data_root, env={})
+    assert env[ENV].split(__import__("os").pathsep) == [str(folders["outside"].resolve()), "/srv"]
+    monkeypatch.setenv(ENV, env[ENV])   # what the Streamlit process sees
+    assert is_allowed(folders["outside"] / "cats", "folder")
+    calls = []
+    monkeypatch.setattr(app_launcher.subprocess, "call", lambda *a, **kw: calls.append(kw) or 0)
+    assert app_launcher.launch(data_roots=["/nonexistent-root"]) == 2 and not calls   # a typo is named, not ignored
+    assert app_launcher.launch(data_roots=[str(folders["outside"])]) == 0
+    assert str(folders["outside"].resolve()) in calls[0]["env"][ENV]
+
+
+def test_the_cli_reads_any_folder(folders):
+    """The command line is trusted: --data-root outside every app root is accepted as given."""
+    from explorer.recipes import resolve
+    cfg = resolve({"dataset": "folder", "data_root": str(folders["outside"])})
+    assert cfg.data_root == str(folders["outside"])
 
 
 # ---------------------------------------------------------------------- custom model code

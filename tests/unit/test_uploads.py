@@ -163,11 +163,13 @@ def test_image_zip_skips_corrupt_and_non_image_files_with_a_count(tmp_path):
     report = describe_image_folder(folder)
     assert report["images"] == 7 and (folder / "abs" / "root.png").is_file()   # 3 cats, 3 dogs, the absolute one
     skipped = dict(report["skipped_files"])
-    assert {"cats/broken.png", "dogs/notes.txt", "dogs/empty.jpg", "cats/link.png"} <= set(skipped)
-    assert report["skipped"] == len(report["skipped_files"]) == 4
-    assert "symbolic link" in skipped["cats/link.png"]
+    junk = {"cats/broken.png", "dogs/notes.txt", "dogs/empty.jpg", "cats/link.png", "escaped.png"}
+    assert set(skipped) == junk and report["skipped"] == len(report["skipped_files"]) == 5
+    assert "symbolic link" in skipped["cats/link.png"] and "class folder" in skipped["escaped.png"]
     assert report["classes"] == ["abs", "cats", "dogs"]
     assert all(folder.resolve() in p.resolve().parents for p in folder.rglob("*"))
+    kept = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert not kept & junk and len(kept - {uploads.SKIPPED_FILE}) == 7   # junk deleted, the 7 images kept
 
 
 def test_image_zip_without_any_image_or_not_a_zip_is_refused(tmp_path):
@@ -191,3 +193,41 @@ def test_zip_bomb_is_stopped(tmp_path, monkeypatch):
     with pytest.raises(UploadError, match="zip bomb"):
         save_upload("bomb.zip", buf.getvalue(), "image_zip", tmp_path)
     assert _files(tmp_path) == []
+
+
+def _zip(members: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("file_first", [True, False])
+def test_a_file_named_like_a_folder_is_refused_and_the_rest_kept(tmp_path, file_first):
+    """`cats` (a file) beside `cats/` (a folder) used to abort the whole upload with [Errno 21] or [Errno 17]."""
+    images = {"cats/a.png": _png(10), "cats/b.png": _png(20), "dogs/c.png": _png(200), "dogs/d.png": _png(210)}
+    members = {"cats": b"a stray file", **images} if file_first else {**images, "cats": b"a stray file"}
+    folder = save_upload("pets.zip", _zip(members), "image_zip", tmp_path / "home")
+    report = describe_image_folder(folder)
+    assert report["images"] == 4 and report["classes"] == ["cats", "dogs"]
+    skipped = dict(report["skipped_files"])
+    assert list(skipped) == ["cats"] and "same name as the folder cats/" in skipped["cats"]
+    assert (folder / "cats").is_dir() and sorted(p.name for p in (folder / "cats").iterdir()) == ["a.png", "b.png"]
+
+
+def test_long_member_names_keep_their_extension_and_stay_distinct(tmp_path):
+    long_a, long_b = "a" * 150 + "-one.png", "a" * 150 + "-two.png"
+    unicode_long = "猫" * 90 + ".jpg"   # 90 characters, 270 UTF-8 bytes: over a filesystem's 255-byte name limit
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "JPEG")
+    members = {f"cats/{long_a}": _png(10), f"cats/{long_b}": _png(20), f"dogs/{unicode_long}": buf.getvalue(),
+               "dogs/short.png": _png(200), "c" * 120 + "/x.png": _png(50), "c" * 120 + "/y.png": _png(60)}
+    folder = save_upload("long.zip", _zip(members), "image_zip", tmp_path / "home")
+    report = describe_image_folder(folder)
+    assert report["images"] == 6 and report["skipped"] == 0, report["skipped_files"]
+    names = sorted(p.name for p in (folder / "cats").iterdir())
+    assert len(names) == 2 and all(n.endswith(".png") and len(n) <= uploads.ZIP_MAX_NAME for n in names)
+    assert all(len(p.name.encode()) <= 200 for p in folder.rglob("*"))
+    assert [p.suffix for p in (folder / "dogs").iterdir() if p.name != "short.png"] == [".jpg"]
+    assert len(report["classes"]) == 3   # the long folder name is a class of its own

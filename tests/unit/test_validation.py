@@ -189,3 +189,41 @@ def test_valid_config_still_accepted():
                    "scheme": "offline", "lr": 0.05, "epochs": 3, "n_train": 300})
     assert [m.key for m in cfg.methods] == ["kd", "at"]
     assert math.isclose(cfg.methods[0].weight, 0.9)
+
+
+# ---------------------------------------------------------------------- fields a dataset does not use
+@pytest.mark.parametrize("dataset,fields", [
+    ("digits", {"data_root": "/tmp"}), ("digits", {"image_size": 16}),
+    ("digits", {"data_root": "/tmp", "image_size": 16}), ("fashion-mnist", {"image_size": 16}),
+    ("shapes", {"data_root": "/tmp"}), ("cifar10", {"data_root": "/tmp", "image_size": 64}),
+])
+def test_fields_a_dataset_ignores_are_refused_naming_them(dataset, fields, tmp_path):
+    """digits' reader ignores image_size and data_root, but both enter the teacher's recipe hash: given,
+    they would skip the bundled teacher and train a 40-epoch one silently. Refused, naming each field."""
+    from explorer.data import get_dataset_spec
+    with pytest.raises(ConfigError) as e:
+        resolve({"dataset": dataset, **fields})
+    unused = [f for f in ("data_root", "image_size") if f in fields and not
+              getattr(get_dataset_spec(dataset), "takes_root" if f == "data_root" else "takes_image_size")]
+    assert e.value.field == unused[0] and all(f in str(e.value) for f in unused)
+    cfg = tmp_path / "run.yaml"   # the same through a config file and the CLI
+    cfg.write_text(yaml.safe_dump({"dataset": dataset, **fields}))
+    with pytest.raises(ConfigError, match=unused[0]):
+        resolve(RunConfig.load(cfg))
+
+
+def test_digits_without_the_ignored_fields_finds_its_bundled_teacher(tmp_path):
+    from explorer import teachers
+    from explorer.recipes import default_teacher_recipe, recipe_hash
+    from explorer.store import Store
+    assert teachers.bundled_path(recipe_hash(default_teacher_recipe("digits"))) is not None
+    assert teachers.locate_default(Store(), "digits").source == "bundled"
+    ok = resolve({"dataset": "shapes", "image_size": 16})
+    both = resolve({"dataset": "folder", "data_root": str(tmp_path), "image_size": 16})
+    assert ok.image_size == 16 and both.data_root == str(tmp_path) and both.image_size == 16
+
+
+def test_cli_refuses_data_root_for_digits(capsys):
+    assert cli.main(["run", "--dataset", "digits", "--data-root", "/tmp", "--epochs", "1"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'data_root'" in err and "digits" in err and "Traceback" not in err
