@@ -73,10 +73,15 @@ class RunConfig:
                                 help="empty = the dataset's recipe")
     batch_size: int | None = option(optional=True, low=2, high=65_536, kind="int", label="Batch size",
                                     help="empty = the dataset's recipe")
-    optimizer: str = option("sgd", choices=("sgd", "adamw"), label="Optimiser", help="the optimiser")
+    optimizer: str = option("sgd", choices=("sgd", "adamw", "dot"), label="Optimiser",
+                            help="the optimiser; dot: SGD with separate momenta for the cross-entropy and the "
+                                 "distillation gradients (DOT, Zhao et al., ICCV 2023)")
     lr: float | None = option(optional=True, low=0.0, high=1e3, open_low=True, kind="float", label="Learning rate",
                               log=True, help="empty = the dataset's recipe (AdamW: 1e-3)")
     momentum: float = option(0.9, low=0.0, high=0.999, label="Momentum", help="SGD momentum (Nesterov)")
+    dot_delta: float = option(0.075, low=0.0, high=0.5, label="DOT delta",
+                              help="DOT: the task gradient moves with momentum - delta, the distillation gradient "
+                                   "with momentum + delta (official CIFAR-100 configs: 0.075)")
     weight_decay: float = option(5e-4, low=0.0, high=1.0, label="Weight decay", help="L2 weight decay")
     schedule: str = option("cosine", choices=("cosine", "step", "constant"), label="Schedule",
                            help="learning-rate schedule (step: x0.1 at 5/8, 6/8, 7/8 of the run)")

@@ -77,6 +77,7 @@ def check_registries(cfg: RunConfig) -> None:
                                   f"unknown for {term.key!r}; allowed: {', '.join(specs) or 'none'}")
             specs[name].check(value, f"methods[{i}].params.{name}")
     _check_teacher_fast_path(cfg)
+    _check_dot(cfg)
 
 
 def _check_dataset_fields(cfg: RunConfig) -> None:
@@ -162,6 +163,17 @@ def _check_teacher_fast_path(cfg: RunConfig) -> None:
                               "read its features. Turn it off, or use response methods (kd, dkd, ...)")
 
 
+def _check_dot(cfg: RunConfig) -> None:
+    """DOT splits a step's loss into the cross-entropy and the distillation terms: it needs both."""
+    if cfg.optimizer != "dot":
+        return
+    if cfg.role == "teacher" or cfg.scheme != "offline" or not cfg.methods or cfg.ce_weight == 0:
+        raise ConfigError("optimizer", "dot needs the offline scheme with at least one knowledge term and a "
+                          "cross-entropy weight above 0 (it gives each loss its own momentum); choose sgd otherwise")
+    if not (0 <= cfg.momentum - cfg.dot_delta and cfg.momentum + cfg.dot_delta < 1):
+        raise ConfigError("dot_delta", f"momentum ± dot_delta must stay in [0, 1); momentum is {cfg.momentum}")
+
+
 def _fill_defaults(cfg: RunConfig) -> None:
     """Resolve every None that has a dataset default, so the stored config reproduces the run."""
     spec = get_dataset_spec(cfg.dataset)
@@ -174,7 +186,7 @@ def _fill_defaults(cfg: RunConfig) -> None:
     cfg.teacher_epochs = cfg.teacher_epochs or r["teacher_epochs"]
     cfg.batch_size = cfg.batch_size or r["batch_size"]
     if cfg.lr is None:
-        cfg.lr = r["lr"] if cfg.optimizer == "sgd" else 1e-3
+        cfg.lr = r["lr"] if cfg.optimizer in ("sgd", "dot") else 1e-3
     if cfg.probe_epochs is None:
         cfg.probe_epochs = sorted({0, cfg.epochs // 4, cfg.epochs // 2, cfg.epochs})
     if cfg.data_root is None and spec.default_root:

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import Dataset, get_dataset_spec
+from ..dot import DistillationOrientedTrainer, split_losses
 from ..errors import RunFailed
 from ..kd.base import Batch
 from ..speed import NO_TIMER, StepTimer
@@ -74,6 +75,7 @@ def fit(trainer: Trainer, state: RunState) -> dict:
         values = train_values | {"train/acc": correct.item() / seen, "lr": state.opt.param_groups[0]["lr"],
                                  "images_per_s": seen / seconds, "epoch_seconds": seconds}
         state.scheme.on_epoch_end(epoch)
+        values |= state.scheme.epoch_metrics()   # e.g. the multi-teacher weights over the epoch
         models = state.scheme.eval_models()
         for name, model in models.items():
             values[f"val/acc/{name}"] = evaluate(model, data, "val", cfg.batch_size * 4, trainer.check_cancel)
@@ -118,6 +120,21 @@ def training_step(scheme, batch: Batch, opt, sched, amp_dtype, scaler, timer: St
     with timer("forward"), torch.autocast(batch.x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits, losses = scheme.train_step(batch)
         loss = sum(losses.values())
+    if isinstance(opt, DistillationOrientedTrainer):   # two backward passes: each loss has its own momentum
+        if scaler is not None:
+            raise RunFailed("the DOT optimiser does not run with float16 mixed precision (its two gradients "
+                            "would need two loss scales); turn AMP off or use a bf16 GPU")
+        task, kd = split_losses(losses)
+        with timer("backward"):
+            opt.zero_grad(set_to_none=True)
+            kd.backward(retain_graph=True)
+            opt.step_kd()
+            opt.zero_grad(set_to_none=True)
+            task.backward()
+        with timer("optimizer"):
+            opt.step()
+            sched.step()
+        return logits, loss, losses
     with timer("backward"):
         opt.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler is not None else loss).backward()

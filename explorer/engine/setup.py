@@ -16,6 +16,7 @@ from ..config import RunConfig
 from ..custom_code import custom_model_factory, is_custom
 from ..data import Dataset, load_dataset
 from ..device import amp_dtype_for, resolve_device
+from ..dot import DistillationOrientedTrainer
 from ..models import create_model
 from ..schemes import RunContext, Scheme, get_scheme
 from ..speed import prepare_student, prepare_teacher
@@ -81,7 +82,8 @@ def build(trainer: Trainer, resume: bool) -> RunState:
     student = prepare_student(build_model(cfg.student), cfg)
     steps = data.steps_per_epoch(cfg.batch_size, drop_last=dist is not None)
     ctx = RunContext(cfg, data, device, student, teacher, build_model, steps, cfg.epochs, load_teacher=load_teacher,
-                     check_cancel=trainer.check_cancel, log=lambda message: trainer.emit("log", message=message))
+                     check_cancel=trainer.check_cancel, log=lambda message: trainer.emit("log", message=message),
+                     progress=trainer.phase_progress)
     scheme = get_scheme(cfg.scheme)(ctx, **cfg.scheme_params).to(device)
     opt = make_optimizer(cfg, [p for p in scheme.parameters() if p.requires_grad], device)
     amp_dtype = amp_dtype_for(device) if cfg.amp else None
@@ -122,6 +124,9 @@ def make_optimizer(cfg: RunConfig, params, device: torch.device):
     fused = device.type == "cuda"
     # elsewhere, foreach: one kernel per op over all parameters (bitwise the same as the per-parameter loop)
     kernels = dict(fused=True) if fused else dict(foreach=True)
+    if cfg.optimizer == "dot":
+        return DistillationOrientedTrainer(params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta,
+                                           weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                nesterov=cfg.momentum > 0, **kernels)
