@@ -12,4 +12,5 @@ st.navigation([
     st.Page("pages/5_Relation_matrices.py", title="Relation matrices", icon=":material/grid_on:"),
     st.Page("pages/6_Logits_and_calibration.py", title="Logits and calibration", icon=":material/bar_chart:"),
     st.Page("pages/7_Embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/8_Benchmark.py", title="Benchmark", icon=":material/leaderboard:"),
 ]).run()

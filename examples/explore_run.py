@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # run from a ch
 from explorer import RunConfig, Store, run, teachers  # noqa: E402
 from explorer import analysis as A  # noqa: E402
 from explorer.app import analysis as S  # noqa: E402   (the app's logic: no Streamlit)
+from explorer.app.datasets import dataset_meta  # noqa: E402
 from explorer.app import form as F  # noqa: E402
 from explorer.app import runs as R  # noqa: E402
 from explorer import plots as P  # noqa: E402
@@ -42,7 +43,7 @@ run_id = args.run or run(RunConfig(dataset="digits", methods="kd", n_train=args.
 # %% Load the finished run: record, metrics, probes, models
 kd_run = store.get_run(run_id)
 cfg = kd_run["config"]
-meta = S.dataset_meta(cfg["dataset"], cfg.get("data_root"))              # classes, shape, mean/std
+meta = dataset_meta(cfg["dataset"], cfg.get("data_root"))              # classes, shape, mean/std
 classes, C = meta["classes"], len(meta["classes"])
 metrics = store.metrics_df(kd_run["id"])                                  # long: epoch, name, value
 probes = [A.load_probe(p) for _, p in A.list_probes(kd_run["run_dir"])]  # one per recorded epoch

@@ -70,6 +70,9 @@ def read_state_dict(path: str | Path, key: str | None = None, max_bytes: int = M
         obj = obj[key]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
+    elif (isinstance(obj, dict) and key is None and isinstance(obj.get("student"), dict)
+          and not all(isinstance(v, torch.Tensor) for v in obj.values())):
+        obj = obj["student"]    # the app's own layout: a run's model.pt, a bundled teacher ({"student": ...})
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path.name} does not hold a state_dict (a mapping of layer names to tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}   # DDP-saved names load too

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("download", cmd_download, "fetch the CIFAR python batches once (checksum-verified)", json=False)
     r.add_argument("dataset", choices=["cifar10", "cifar100"])
     r.add_argument("folder")
-    command("bench", cmd_bench, "benchmarks: methods | schemes | throughput (see `kd-explorer bench methods -h`)",
+    command("bench", cmd_bench, "benchmarks: methods | schemes | throughput | protocol (see `kd-explorer bench methods -h`)",
             json=False).add_argument("bench_args", nargs=argparse.REMAINDER)
     return p
 

@@ -19,11 +19,12 @@ _PRESETS: dict[str, dict] = {}
 
 
 def register_preset(key: str, title: str, look_for: str, config: dict, compare: dict | None = None,
-                    compare_label: str = "student alone") -> dict:
+                    compare_label: str = "student alone", needs_data_root: bool = False) -> dict:
+    """needs_data_root: the preset's dataset is read from a folder the user names (preset_configs' data_root)."""
     if key in _PRESETS:
         raise ValueError(f"preset {key!r} registered twice")
     _PRESETS[key] = dict(key=key, title=title, look_for=look_for, config=config, compare=compare,
-                         compare_label=compare_label)
+                         compare_label=compare_label, needs_data_root=needs_data_root)
     return _PRESETS[key]
 
 
@@ -54,6 +55,17 @@ register_preset(
     "final accuracy with the same student trained alone.",
     dict(_DIGITS, scheme="byot", methods=[]), compare=dict(scheme="offline", methods=[]))
 
+# The CIFAR-100 benchmark protocol (the CRD recipe, explorer/bench/protocol.py): for a GPU and the data
+# (`kd-explorer download cifar100 FOLDER`); other pairs and methods: `kd-explorer bench protocol`.
+from .bench.protocol import config as _protocol_config   # noqa: E402
+
+register_preset(
+    "cifar100-protocol", "CIFAR-100 benchmark protocol: KD, resnet32x4 → resnet8x4",
+    "The CRD benchmark's recipe (240 epochs, batch 64, lr 0.05 ×0.1 at 150/180/210, weight decay 5e-4), its "
+    "teacher trained by the same recipe: the student's last-epoch accuracy lines up with the published 73.33 % "
+    "(Benchmark page). Needs a GPU (hours on a CPU) and the CIFAR-100 folder.",
+    _protocol_config("resnet32x4:resnet8x4", "kd"), compare=dict(methods=[]), needs_data_root=True)
+
 DEFAULT_PRESET = "kd-vs-alone"
 
 
@@ -65,21 +77,29 @@ def _available(p: dict) -> bool:
     return cfg.get("scheme", "offline") in list_schemes() and all(m in list_methods() for m in methods)
 
 
-def list_presets() -> list[dict]:
-    """The presets the current registries can run, default first."""
-    return [copy.deepcopy(p) for p in _PRESETS.values() if _available(p)]
+def list_presets(with_data_root: bool = False) -> list[dict]:
+    """The presets the current registries can run, default first; those that need a data folder only when
+    asked (with_data_root: the Benchmark page, which asks for the folder)."""
+    return [copy.deepcopy(p) for p in _PRESETS.values()
+            if _available(p) and (with_data_root or not p.get("needs_data_root"))]
 
 
 def get_preset(key: str) -> dict:
     if key not in _PRESETS or not _available(_PRESETS[key]):
-        raise KeyError(f"unknown preset {key!r}; choose one of: {', '.join(p['key'] for p in list_presets())}")
+        raise KeyError(f"unknown preset {key!r}; choose one of: "
+                       f"{', '.join(p['key'] for p in list_presets(with_data_root=True))}")
     return copy.deepcopy(_PRESETS[key])
 
 
-def preset_configs(key: str) -> list[dict]:
-    """The run config of a preset, then its comparison run's config (if any), named for the Runs table."""
+def preset_configs(key: str, data_root: str | None = None) -> list[dict]:
+    """The run config of a preset, then its comparison run's config (if any), named for the Runs table.
+    A preset that needs a data folder takes it here (ValueError without one)."""
     p = get_preset(key)
     main = dict(p["config"], name=p["title"])
+    if p.get("needs_data_root") and not data_root:
+        raise ValueError(f"preset {key!r} reads {main['dataset']} from a folder: name it (data_root / --data-root)")
+    if data_root:
+        main["data_root"] = data_root
     out = [main]
     if p["compare"] is not None:
         out.append(dict(main, **p["compare"], name=f"{p['title']} · {p['compare_label']}"))

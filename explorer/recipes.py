@@ -25,6 +25,7 @@ from .spec import not_allowed
 from .speed import auto_teacher_dtype
 
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "schemes": SCHEMES, "methods": METHODS}
+TEACHER_RECIPE_OPTIONS = ("schedule", "momentum", "weight_decay")   # a dataset recipe may fix these for its teachers
 RECIPE_KEYS = ("dataset", "data_root", "image_size", "augment", "student", "epochs", "batch_size", "optimizer", "lr",
                "momentum", "weight_decay", "schedule", "seed")
 
@@ -205,7 +206,9 @@ def teacher_recipe(cfg: RunConfig, arch: str | None = None) -> RunConfig:
         name=None, role="teacher", dataset=cfg.dataset, data_root=cfg.data_root, image_size=cfg.image_size,
         augment=cfg.augment, student=arch or cfg.teacher, teacher=None, methods=[], scheme="offline",
         epochs=cfg.teacher_epochs, teacher_epochs=cfg.teacher_epochs, seed=0, device=cfg.device,
-        amp=cfg.amp, probe_epochs=[], probe_size=0)
+        amp=cfg.amp, probe_epochs=[], probe_size=0,
+        # a recipe that names its schedule/momentum/weight decay (CIFAR's: the CRD benchmark's) trains its teachers so
+        **{k: v for k, v in get_dataset_spec(cfg.dataset).recipe.items() if k in TEACHER_RECIPE_OPTIONS})
     tcfg.allow_custom_code = cfg.allow_custom_code   # a custom teacher is the same trusted user's code
     return resolve(tcfg)
 

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent
 CHECKOUT = PACKAGE.parent
 INSTALLED = PACKAGE / "_app"      # in a built wheel only
 # the files the app needs at run time, as globs relative to the checkout root (kept in that layout in a wheel)
-APP_FILES = ("Home.py", "pages/*.py", ".streamlit/config.toml", "data/teachers/*.pt", "data/teachers/*.json")
+APP_FILES = ("Home.py", "pages/*.py", ".streamlit/config.toml", "data/teachers/*.pt", "data/teachers/*.json",
+             "data/published/*.yaml")
 
 
 def app_root() -> Path:
@@ -29,3 +30,4 @@ def app_root() -> Path:
 ROOT = app_root()
 ENTRY = ROOT / "Home.py"
 TEACHERS = ROOT / "data" / "teachers"
+PUBLISHED = ROOT / "data" / "published"   # published results beside the user's runs (explorer/published.py)

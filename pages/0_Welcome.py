@@ -35,6 +35,8 @@ with st.expander("More experiments", expanded=False):
         if a.button(p["title"], icon=":material/play_arrow:", key="preset.run." + p["key"]):
             W.launch_preset(store, p["key"])
         b.markdown(p["look_for"])
+    st.caption("The CIFAR-100 benchmark protocol (the CRD recipe; it needs the data and a GPU) runs from the "
+               "Benchmark page, beside the published results.")
 
 # ---------------------------------------------------------------- the map
 st.subheader("The map: what is transferred, and how")
@@ -56,12 +58,14 @@ with right:
                     f"{info['venue']} {info['year']}" + (f" · [arXiv:{info['arxiv']}](https://arxiv.org/abs/"
                                                          f"{info['arxiv']})" if info.get("arxiv") else ""))
     if info.get("equation"):
-        st.latex(info["equation"])
+        W.latex(info["equation"])
     if info.get("notes"):
         st.caption(info["notes"])
     if info["hparams"]:
         st.dataframe([{k: (str(v) if k == "default" else v) for k, v in h.items()} for h in info["hparams"]],
                      hide_index=True)
+    if row["branch"] == "knowledge":
+        W.published_panel(store, row["key"])   # the published figures, cited, beside the user's runs
     config = method_preset(row["key"]) if row["branch"] == "knowledge" else scheme_preset(row["key"])
     if st.button(f"Try {row['key']} on the Train page →", key="home.try"):
         W.open_in_train(config)

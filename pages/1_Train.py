@@ -60,57 +60,85 @@ with form:
     if spec.needs_root or spec.default_root:
         if K + "data_root" not in st.session_state:
             st.session_state[K + "data_root"] = spec.default_root or ""
+        if dataset == "folder":    # before the Data folder box: a checked upload fills it in
+            zipped = st.file_uploader("Upload a zipped image folder (.zip, one subfolder of images per class)",
+                                      type=["zip"], key=K + "zip_upload", help="checked and unpacked under your "
+                                      "data folder (only the images are kept); the Data folder is then filled in")
+            if zipped is not None and st.session_state.get(K + "_zip_done") != zipped.file_id:
+                try:
+                    folder, seen = F.save_image_zip(store, zipped.name, zipped.getvalue(),
+                                                    st.session_state.get(K + "image_size"))
+                    st.session_state[K + "data_root"] = folder
+                    st.session_state[K + "_zip_done"] = zipped.file_id
+                    st.session_state[K + "_zip_seen"] = (
+                        f"{zipped.name}: {seen['images']} images in {len(seen['classes'])} classes "
+                        f"({', '.join(seen['classes'][:8])}{' …' if len(seen['classes']) > 8 else ''})"
+                        + (f", {seen['skipped']} files skipped" if seen["skipped"] else "") + f"; saved as {folder}")
+                except (ValueError, OSError) as e:     # UploadError, a folder the reader refuses
+                    st.session_state.pop(K + "_zip_seen", None)
+                    st.error(f"Zip refused: {e}")
+            if zipped is not None and st.session_state.get(K + "_zip_seen"):
+                st.success(st.session_state[K + "_zip_seen"])
         W.field_widget("data_root")
     root = allowed_or_none(st.session_state.get(K + "data_root"), dataset)   # else Launch names the allowed roots
 
     # ------------------------------------------------------------ 2 teacher
     st.markdown("#### 2 · Teacher")
-    source = st.radio("Teacher", list(F.TEACHER_SOURCES), format_func=F.TEACHER_SOURCES.get,
-                      key=K + "teacher_source", persist_state=KEEP, label_visibility="collapsed")
-    W.error_slot(K + "teacher_source")
+    # a scheme without a teacher (DML, KDCL, ONE, BYOT, CS-KD, TF-KD, PS-KD) gets no teacher picker
+    _scheme_now = st.session_state.get(K + "scheme") or "offline"
+    _no_teacher = _scheme_now in list_schemes() and not get_scheme(_scheme_now).needs_teacher
+    if _no_teacher:
+        st.caption(f"**{_scheme_now}** — {get_scheme(_scheme_now).name} — learns without a teacher: nothing to pick "
+                   "here (its peers, heads or its own past predictions take the teacher's place).")
     models = list_models()
-    if source == "default":
-        try:
-            t = teachers.locate_default(store, dataset, root)
-            acc = f", test accuracy {t.test_acc:.3f}" if t.test_acc is not None else ""
-            st.caption(f"**{t.arch}** — {t.describe()}{acc}.")
-        except ValueError as e:      # ConfigError: a dataset folder not given yet, say
-            st.caption(str(e))
-    elif source == "run":
-        runs = F.teacher_runs(store, dataset)
-        if not runs:
-            st.info(f"No finished run on {dataset} yet; pick another teacher source.")
+    if not _no_teacher:
+        source = st.radio("Teacher", list(F.TEACHER_SOURCES), format_func=F.TEACHER_SOURCES.get,
+                          key=K + "teacher_source", persist_state=KEEP, label_visibility="collapsed")
+        W.error_slot(K + "teacher_source")
+        models = list_models()
+        if source == "default":
+            try:
+                t = teachers.locate_default(store, dataset, root)
+                acc = f", test accuracy {t.test_acc:.3f}" if t.test_acc is not None else ""
+                st.caption(f"**{t.arch}** — {t.describe()}{acc}.")
+            except ValueError as e:      # ConfigError: a dataset folder not given yet, say
+                st.caption(str(e))
+        elif source == "run":
+            runs = F.teacher_runs(store, dataset)
+            if not runs:
+                st.info(f"No finished run on {dataset} yet; pick another teacher source.")
+            else:
+                by_id = {r["id"]: r for r in runs}
+                rid = st.selectbox("Finished run", list(by_id), format_func=lambda i: run_label(by_id[i]) +
+                                   f" — {by_id[i]['config'].get('student')}, test acc "
+                                   f"{by_id[i]['summary'].get('test_acc', float('nan')):.3f}", key=K + "teacher_run")
+                st.session_state[K + "teacher"], st.session_state[K + "teacher_ckpt"] = F.teacher_from_run(store, rid)
         else:
-            by_id = {r["id"]: r for r in runs}
-            rid = st.selectbox("Finished run", list(by_id), format_func=lambda i: run_label(by_id[i]) +
-                               f" — {by_id[i]['config'].get('student')}, test acc "
-                               f"{by_id[i]['summary'].get('test_acc', float('nan')):.3f}", key=K + "teacher_run")
-            st.session_state[K + "teacher"], st.session_state[K + "teacher_ckpt"] = F.teacher_from_run(store, rid)
-    else:
-        if st.session_state.get(K + "teacher") not in models:
-            st.session_state[K + "teacher"] = spec.default_teacher
-        c1, c2 = st.columns(2)
-        arch = W.field_widget("teacher", c1, models)
-        n = F.model_params(arch, dataset, root)
-        c2.caption(f"{n / 1e3:,.0f}k parameters" if n else "")
-        if source == "train":
-            W.field_widget("teacher_epochs", c2, note=f"the {dataset} recipe uses {spec.recipe['teacher_epochs']}; "
-                           "a teacher with the same recipe is trained once and reused")
-        else:
-            up = st.file_uploader("Teacher checkpoint (.pt / .pth state_dict)", type=["pt", "pth"],
-                                  key=K + "upload", max_upload_size=F.MAX_UPLOAD_BYTES // 2**20,
-                                  help="torch.save(model.state_dict(), 'teacher.pt'); loaded weights-only, "
-                                       "never as code")
-            if up is not None:
-                try:
-                    st.session_state[K + "teacher_ckpt"] = F.save_upload(store, up.name, up.getvalue(), arch,
-                                                                         dataset, root)
-                    st.success(f"{up.name} fits {arch}; saved as {st.session_state[K + 'teacher_ckpt']}")
-                except (CheckpointError, ValueError, OSError) as e:
-                    st.session_state.pop(K + "teacher_ckpt", None)
-                    st.error(f"Checkpoint refused: {e}")
-            elif st.session_state.get(K + "teacher_ckpt"):
-                st.caption(f"Using {st.session_state[K + 'teacher_ckpt']}")
+            if st.session_state.get(K + "teacher") not in models:
+                st.session_state[K + "teacher"] = spec.default_teacher
+            c1, c2 = st.columns(2)
+            arch = W.field_widget("teacher", c1, models)
+            n = F.model_params(arch, dataset, root)
+            c2.caption(f"{n / 1e3:,.0f}k parameters" if n else "")
+            if source == "train":
+                W.field_widget("teacher_epochs", c2, note=f"the {dataset} recipe uses {spec.recipe['teacher_epochs']}; "
+                               "a teacher with the same recipe is trained once and reused")
+            else:
+                up = st.file_uploader("Teacher checkpoint (.pt / .pth state_dict, or a run's model.pt)",
+                                      type=["pt", "pth"], key=K + "upload", max_upload_size=F.MAX_UPLOAD_BYTES // 2**20,
+                                      help="torch.save(model.state_dict(), 'teacher.pt'), or a file in KD Explorer's "
+                                           "own layout {'student': state_dict} (a run's model.pt, a bundled teacher); "
+                                           "loaded weights-only, never as code")
+                if up is not None:
+                    try:
+                        st.session_state[K + "teacher_ckpt"] = F.save_upload(store, up.name, up.getvalue(), arch,
+                                                                             dataset, root)
+                        st.success(f"{up.name} fits {arch}; saved as {st.session_state[K + 'teacher_ckpt']}")
+                    except (CheckpointError, ValueError, OSError) as e:
+                        st.session_state.pop(K + "teacher_ckpt", None)
+                        st.error(f"Checkpoint refused: {e}")
+                elif st.session_state.get(K + "teacher_ckpt"):
+                    st.caption(f"Using {st.session_state[K + 'teacher_ckpt']}")
 
     # ------------------------------------------------------------ 3 student
     st.markdown("#### 3 · Student")
@@ -142,12 +170,13 @@ with form:
             info = get_method(key).describe()
             with st.expander(f"{key} — {info['name']} ({info['authors'].split(',')[0]} et al., {info['year']})",
                              expanded=len(methods) == 1):
-                st.latex(info["equation"])
+                W.latex(info["equation"])
                 W.weight_widget(key, info["default_weight"])
                 for h in get_method(key).hparams:
                     W.hparam_widget(h, f"{K}hp.{key}.{h.name}")
                 if info["notes"]:
                     st.caption(info["notes"])
+                W.published_panel(store, key)   # the published figures, cited, beside the user's runs
         c1, c2 = st.columns(2)
         if c1.checkbox("Set the cross-entropy weight", key=K + "ce_custom", persist_state=KEEP,
                        help="default: the methods' benchmark value (KD: 0.1, the others 1)"):

@@ -3,9 +3,11 @@ metrics (CSV) and configs (YAML), cancel, resume or delete them."""
 import streamlit as st
 
 from explorer import jobs
+from explorer.app import live
 from explorer.app import runs as R
 from explorer.app import widgets as W
 from explorer.kd import list_methods
+from explorer.schemes import list_schemes
 from explorer.plots import training_curves
 from explorer.plots.app_extras import gap_bars
 from explorer.store import STATUSES
@@ -22,20 +24,27 @@ if everything.empty:
 c1, c2, c3 = st.columns(3)
 datasets = c1.multiselect("Dataset", sorted(everything["dataset"].dropna().unique()), key="runs.dataset")
 statuses = c2.multiselect("Status", list(STATUSES), key="runs.status")
-methods = c3.multiselect("Method", list_methods() + ["none"], key="runs.method",
-                         help="runs using any of these knowledge terms ('none': the student alone)")
+methods = c3.multiselect("Method", list_methods() + ["none"] + [s for s in list_schemes() if s != "offline"],
+                         key="runs.method", help="runs using any of these knowledge terms or schemes "
+                                                 "('none': the student alone)")
 df = R.runs_table(store, datasets, statuses, methods)
+if df["teacher"].isna().all():   # no listed run had a teacher (DML, BYOT, ...): no teacher columns
+    df = df.drop(columns=["teacher", "teacher_acc"])
 st.dataframe(df, hide_index=True, key="runs.table", column_config={
+    "teacher": st.column_config.TextColumn("teacher", help="the teacher the run really used; blank: it had none"),
     "test_acc": st.column_config.NumberColumn("test acc", format="%.4f"),
     "teacher_acc": st.column_config.NumberColumn("teacher acc", format="%.4f"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
 
 labels = {r["id"]: f"{r['name']} [{r['id'][-6:]}] · {r['status']}" for r in df.to_dict("records")}
 done = [i for i in labels if df.set_index("id").loc[i, "status"] == "completed"]
-selected = st.multiselect("Select runs to compare, export or manage", list(labels), default=done[:2],
-                          format_func=labels.get, key="runs.selected")
+last_group = [i for i in R.default_compare(store) if i in labels] or done[:2]
+selected = st.multiselect("Select runs to compare, export or manage", list(labels), default=last_group,
+                          format_func=labels.get, key="runs.selected",
+                          help="at first: the last launched group (the run and its student-alone partner)")
 if not selected:
     st.stop()
+W.figure_runs([store.get_run(i) for i in selected])
 
 curves, final, export, manage = st.tabs(["Curves", "Final accuracy", "Export", "Manage"])
 with curves:
@@ -51,6 +60,7 @@ with final:
     rows = R.gap_rows(store, selected)
     if rows:
         W.chart(gap_bars(rows), key="runs.gap")
+    live.scheme_panels(store, selected, "runs")   # multi-teacher weights, synthesised images, cross-modal views
     own = {r["id"]: (r["teacher"] or "–").replace("<br>", " ") for r in rows if r["kind"] != "teacher"}
     summary = [{"run": R.run_label(r), "compared with": own.get(r["id"], "–"),
                 **{k: v for k, v in r["summary"].items() if not isinstance(v, (dict, list))}}

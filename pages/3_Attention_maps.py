@@ -22,6 +22,9 @@ pos = pos[:4]
 kind = st.radio("Map", ["attention", "gradcam", "saliency"], horizontal=True, key="att.kind",
                 format_func={"attention": "activation attention (any epoch)", "gradcam": "Grad-CAM (final model)",
                              "saliency": "saliency (final model)"}.get)
+st.caption("**gap** (in each row's title, and under the differences): 1 − cosine similarity of the teacher's and the "
+           "student's map — 0: they look at the same places (up to scale), 1: nowhere in common. Colours are the "
+           "colour bar's own; the white lines outline the input image.")
 
 
 def models_of(run_id: str) -> dict:

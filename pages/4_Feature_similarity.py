@@ -1,10 +1,12 @@
 """Feature similarity (CKA): how alike the teacher's and the student's stage representations are on the
 same samples, stage by stage, and how that changes over training."""
+import pandas as pd
 import streamlit as st
 
 from explorer.app import cache as C
 from explorer.app import widgets as W
 from explorer.app.analysis import stage_pairs
+from explorer.app.runs import run_label
 from explorer.plots import cka_heatmap, cka_over_epochs_figure
 
 store = W.setup_page("Feature similarity (CKA)")
@@ -21,6 +23,7 @@ if len(pos) < 4:
     st.warning("CKA needs at least 4 samples; pick more.")
     st.stop()
 
+curves = []
 for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
     df = C.cka(sub, "teacher", "student", kind)
     W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
@@ -29,6 +32,10 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
         for side, name in (("teacher", ref), ("student", "student")):
             W.chart(cka_heatmap(C.cka(sub, side, None, kind), title=f"{kind.capitalize()} CKA: {name} × {name}",
                                 xlabel=f"{name} stage", ylabel=f"{name} stage"), key=f"cka.{side}.{run['id']}")
-    curve = C.cka_over_epochs(run["run_dir"], kind, stage_pairs(probe, run))   # the pairs the run distilled
-    W.chart(cka_over_epochs_figure(curve, title="Distilled stage pairs over training (all probe samples)"),
-            key=f"cka.e.{run['id']}")
+    curves.append(C.cka_over_epochs(run["run_dir"], kind, stage_pairs(probe, run))   # the pairs it distilled
+                  .assign(run=run_label(run)))
+
+# the runs' curves on one chart (compare mode: one line per run and stage pair, one axis)
+curve = pd.concat(curves, ignore_index=True) if len(curves) > 1 else curves[0].drop(columns="run")
+W.chart(cka_over_epochs_figure(curve, title="Distilled stage pairs over training (all probe samples)"
+                               + (" — both runs" if len(curves) > 1 else "")), key="cka.e")

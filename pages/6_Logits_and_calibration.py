@@ -2,7 +2,9 @@
 calibration (reliability, ECE), confusion, per-class accuracy and the samples they disagree on most."""
 import streamlit as st
 
+from explorer.app import cache as C
 from explorer.app import widgets as W
+from explorer.analysis.probes import list_probes
 from explorer.analysis import agreement, calibration, confusion, disagreements, per_class_accuracy
 from explorer.plots import (confusion_heatmaps, disagreement_gallery, per_class_accuracy_bars, reliability_diagram,
                             softened_bars)
@@ -29,6 +31,16 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _agreement):
     p = min(int(which), len(y) - 1)
     W.chart(softened_bars(t[p], s[p], (1.0, T), meta["classes"], label=int(y[p]), names=(ref, "student")),
             key=f"log.soft.{run['id']}")
+    full = C.test_logits(run)   # the final models on the whole test split (saved at the end of the run)
+    if full is not None and "reference" in full and probe["epoch"] == max(dict(list_probes(run["run_dir"]))):
+        t, s, y = full["reference"], full["student"], full["y"]
+        st.caption(f"Calibration, confusion and per-class accuracy below: the final models on the **whole test "
+                   f"split** ({len(y)} images).")
+    else:
+        st.caption(f"Calibration, confusion and per-class accuracy below: on the **{len(y)} probe samples** only "
+                   + ("(an earlier epoch: the whole test split is scored for the final models only)."
+                      if full is not None else "(this run did not save its test-split logits); few samples "
+                                               "leave most reliability bins empty."))
     W.chart(reliability_diagram({ref: calibration(t, y, 10), "student": calibration(s, y, 10)}),
             key=f"log.rel.{run['id']}")
     W.chart(confusion_heatmaps({ref: confusion(t, y, len(meta["classes"])),

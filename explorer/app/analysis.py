@@ -12,12 +12,13 @@ import torch
 
 from .. import teachers
 from ..checkpoints import load_checkpoint_into
-from ..data import get_dataset_spec, load_dataset
+from ..data import load_dataset
 from ..kd import get_method, list_methods
 from ..kd.pairing import pair_stages
 from ..models import create_model
 from ..schemes import get_scheme, list_schemes
 from ..store import Store
+from .datasets import dataset_meta
 from .runs import is_alone, run_label
 
 SAMPLE_MODES = {"all": "all probe samples", "class": "by class", "index": "by index",
@@ -35,24 +36,6 @@ def analysis_runs(store: Store) -> list[dict]:
 
 def nearest(values: list[int], want: int) -> int:
     return min(values, key=lambda v: (abs(v - want), -v))
-
-
-@lru_cache(maxsize=4)
-def dataset_meta(name: str, data_root: str | None = None) -> dict:
-    """Class names, image shape and normalisation of a dataset (read once per process)."""
-
-    spec = get_dataset_spec(name)
-    try:
-        data = load_dataset(name, data_root or spec.default_root, None, torch.device("cpu"))
-        classes, shape = list(data.classes), tuple(data.shape)
-    except Exception:   # the files moved since the run: the registry still knows the shape
-        if spec.num_classes is None or spec.shape is None:
-            raise
-        classes, shape = [str(i) for i in range(spec.num_classes)], spec.shape
-    c = shape[0]
-    mean = spec.mean if len(spec.mean) == c else spec.mean[:1] * c
-    std = spec.std if len(spec.std) == c else spec.std[:1] * c
-    return {"classes": [str(k) for k in classes], "shape": tuple(shape), "mean": tuple(mean), "std": tuple(std)}
 
 
 def sample_positions(probe: Mapping, mode: str, value: Any = None, k: int = 8) -> np.ndarray:

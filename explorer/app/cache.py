@@ -105,3 +105,20 @@ def _project(sub: dict, method: str, names: tuple) -> pd.DataFrame:
     from ..analysis import project
     return project(sub["teacher"]["embedding"], sub["student"]["embedding"], sub["y"], method=method,
                    index=sub["index"], names=names)
+
+
+# ---------------------------------------------------------------------- the whole test split's logits
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _test_logits(path: str, mtime: float) -> dict:
+    import torch
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: (v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v) for k, v in raw.items()}
+
+
+def test_logits(run: dict) -> dict | None:
+    """The final models' logits on the whole test split ({"y", "student", "reference"?, "reference_name"}),
+    saved by the engine at the end of a run; None for runs made before it did."""
+    path = Path(run.get("run_dir") or "") / "test_logits.pt"
+    if not run.get("run_dir") or not path.exists():
+        return None
+    return _test_logits(str(path), path.stat().st_mtime)

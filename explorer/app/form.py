@@ -20,7 +20,7 @@ from ..recipes import check_pairing, resolve
 from ..schemes import get_scheme
 from ..store import Store, safe_name
 from ..uploads import UploadError, check_fits, save_upload as save_checked
-from .analysis import dataset_meta
+from .datasets import dataset_meta
 from .messages import FORM_FIELDS, K, browser_message, name_widgets, widget_key, widget_label  # noqa: F401
 from .roots import check_data_root
 
@@ -30,7 +30,7 @@ TEACHER_SOURCES = {
     "default": "the dataset's default teacher (bundled, or reused from an earlier run)",
     "run": "the model of a finished run",
     "train": "another architecture, trained now (once; reused later)",
-    "upload": "upload a checkpoint (a state_dict .pt file)",
+    "upload": "upload a checkpoint (a state_dict .pt file, or a run's / bundled teacher's model.pt)",
 }
 NAME_AUTO = K + "_name_auto"   # the Run name the form filled in itself (not typed): it follows the config
 NAME_OF = K + "_name_of"       # a prefilled name and the config (name left out) it describes
@@ -253,3 +253,21 @@ def save_upload(store: Store, filename: str, data: bytes, arch: str, dataset: st
         out.unlink(missing_ok=True)
         raise
     return str(out)
+
+
+def save_image_zip(store: Store, filename: str, data: bytes, image_size: int | None = None) -> tuple[str, dict]:
+    """Check an uploaded zip of an image folder (explorer.uploads: size, zip-bomb and path checks, only the
+    images training reads are kept) and unpack it under the store home's uploads/image_zip, one of the
+    folders the app may read (explorer/app/roots.py). Returns the Data folder to fill in -- the unpacked
+    folder, or the one folder it holds when the zip wraps its class folders in a top folder -- and what
+    the folder reader makes of it (`uploads.describe_image_folder`). Leaves nothing behind when refused."""
+    from ..uploads import describe_image_folder
+    if Path(filename).suffix.lower() != ".zip":
+        raise UploadError(f"{filename!r} is not a .zip file: zip a folder holding one subfolder of images per class")
+    folder = save_checked(filename, data, "image_zip", store.home)
+    root = folder
+    inner = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    if len(inner) == 1 and inner[0].is_dir() and any(p.is_dir() for p in inner[0].iterdir()):
+        root = inner[0]          # my_images.zip -> my_images/<class>/...: the classes are one level down
+    check_data_root(root, "folder", store.home)
+    return str(root), describe_image_folder(root, image_size or 32)

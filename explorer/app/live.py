@@ -46,7 +46,7 @@ def run_card(store: Store, rid: str) -> dict:
     elif p["status"] == "running":
         sub = p["sub"]
         shown = sub or p                       # a run training its teacher first: that run's own progress
-        what = f"its {sub['what']} {sub['arch']}: " if sub else ""
+        what = f"its {' '.join(w for w in (sub['what'], sub.get('arch')) if w)}: " if sub else ""
         st.progress(shown["fraction"], text=what + progress_text(shown))
         losses = list(shown["losses"].items())
         for row in range(0, len(losses), 4):          # every loss term, four to a row
@@ -126,6 +126,29 @@ def results(store: Store, cards: list[dict]) -> None:
         st.info("This time the distilled student did no better than the student alone; short runs are "
                 "noisy — try more epochs or another seed.")
     chart(gap_bars(rows), key="train.gap")
+    scheme_panels(store, [c["id"] for c in cards], "train")
     run = next((c["id"] for c in cards if c["status"] == "completed"), None)
     for col, (page, label) in zip(st.columns(len(ANALYSIS_LINKS)), ANALYSIS_LINKS):
         col.page_link(page, label=label, icon=":material/search:", query_params={"run": run} if run else None)
+
+
+def scheme_panels(store: Store, run_ids: list[str], where: str) -> None:
+    """What each finished run's scheme produced besides accuracies (runs.scheme_outputs): multi-teacher
+    weights over training, data-free synthesised images per class, cross-modal views side by side."""
+    from ..plots.app_extras import synthesised_grid, teacher_weight_curves, view_pairs
+    from .runs import run_label, scheme_outputs
+    for rid in run_ids:
+        run = store.get_run(rid)
+        out = scheme_outputs(store, run)
+        if "weights" in out:
+            chart(teacher_weight_curves(out["weights"], title=f"{run_label(run)}: each teacher's weight over "
+                                                              "training"), key=f"{where}.weights.{rid}")
+        if "synth" in out:
+            chart(synthesised_grid(out["synth"]["images"], out["synth"]["labels"], out["synth"]["classes"],
+                                   title=f"{run_label(run)}: images its generator synthesised, by the teacher's "
+                                         "class"), key=f"{where}.synth.{rid}")
+        if "views" in out:
+            v = out["views"]
+            chart(view_pairs(v["full"], v["view"], ("teacher: the images", f"student: {v['name']}"), v["labels"],
+                             v["mean"], v["std"], title=f"{run_label(run)}: what each model sees"),
+                  key=f"{where}.views.{rid}")

@@ -2,7 +2,7 @@
 
 Everything the Train page's live panel shows comes from here, so every tab -- one that launched the
 runs, a second one, one opened after a refresh -- shows the same: `live_ids` (which runs), `progress`
-(where each stands, including the teacher it is training first) and `queue_rows` (the queue)."""
+(where each stands, including the teacher it is training first, or its assistant / synthesised images) and `queue_rows` (the queue)."""
 from __future__ import annotations
 
 import math
@@ -21,7 +21,8 @@ def progress(store: Store, run_id: str, now: float | None = None) -> dict:
     The loss terms and images/s are the newest record: the last logging window of steps, or the last
     epoch's mean when that is newer (a short epoch logs no window of its own); `values_from` says which
     ("step 37" / "epoch 4 mean"). While the run trains its own teacher first, `sub` is that run's
-    progress (its own fraction, epoch and ETA) and the message says so."""
+    progress (its own fraction, epoch and ETA) and the message says so; so is the phase a scheme runs first
+    through RunContext.progress (TAKD's assistant, DeepInversion's synthesis: `phase_progress`)."""
     run = store.get_run(run_id)
     cfg = run["config"]
     epochs = int(cfg.get("epochs") or 1)
@@ -57,7 +58,11 @@ def progress(store: Store, run_id: str, now: float | None = None) -> dict:
         latest, values_from = {}, None
     losses = {k: v for k, v in latest.items() if k not in _NOT_LOSSES and k != "acc"}
     note, sub = "", None
-    if run["status"] == "running" and not steps and not ep:
+    phase = phase_progress(store, run, now) if run["status"] == "running" else None
+    if phase is not None:     # the scheme's own loop first (an assistant, image synthesis): its own progress
+        sub = phase
+        note = phase["note"] + f", then the student ({epochs} epochs)"
+    elif run["status"] == "running" and not steps and not ep:
         child = sub_run(store, run)
         if child is not None:
             sub = progress(store, child["id"], now)
@@ -70,6 +75,8 @@ def progress(store: Store, run_id: str, now: float | None = None) -> dict:
             note = "loading the data and the teacher"
     elif run["status"] == "queued":
         note = "waiting for the worker"
+    elif run["status"] == "running" and cfg.get("scheme") == "dafl":
+        note = "each step trains the generator on the teacher, then the student on the generator's images"
     return {
         "id": run["id"], "name": run["name"], "label": live_name(run), "status": run["status"],
         "message": run["message"] or note,
@@ -80,6 +87,41 @@ def progress(store: Store, run_id: str, now: float | None = None) -> dict:
         "eta_s": eta, "elapsed_s": elapsed, "summary": run["summary"], "final": run["status"] in FINAL,
         "sub": sub,
     }
+
+
+PHASES = {   # a scheme's own loop (RunContext.progress) -> (what the card calls it, what it does)
+    "assistant": ("assistant", "distilling its assistant {arch} from the teacher first"),
+    "synthesis": ("images synthesised from the teacher", "synthesising its training images from the teacher first"),
+}
+
+
+def phase_progress(store: Store, run: dict, now: float | None = None) -> dict | None:
+    """The unfinished phase a running scheme reports through RunContext.progress (TAKD's assistant,
+    DeepInversion's synthesis), as a `sub` progress of its own: fraction, epoch/epochs (when it has
+    epochs), step/steps, its ETA and its newest loss; None when no phase is under way."""
+    rows = store.metrics(run["id"], "phase")
+    if not rows:
+        return None
+    newest = max(rows, key=lambda m: (m["time"], m["step"]))
+    name = newest["name"].rsplit("/", 1)[0]
+    mine = [m for m in rows if m["name"].rsplit("/", 1)[0] == name]
+    last = {m["name"].rsplit("/", 1)[1]: m["value"] for m in mine if m["step"] == newest["step"]}
+    done, total, epochs = int(last.get("done", 0)), int(last.get("total", 0)), int(last.get("epochs", 0))
+    if total <= 0 or done >= total:
+        return None
+    now = time.time() if now is None else now
+    frac = done / total
+    start = min(m["time"] for m in mine if m["name"].endswith("/done"))
+    eta = (now - start) / frac * (1 - frac) if frac > 0 else None
+    key, _, arch = name.partition(" ")
+    what, does = PHASES.get(key, (name, f"running its {name} first"))
+    arch = arch if key in PHASES and "{arch}" in does else ""
+    return {"id": run["id"], "what": what, "arch": arch or None, "phase": key, "note": does.format(arch=arch),
+            "fraction": frac, "epoch": int(done // (total / epochs)) if epochs else 0, "epochs": epochs or None,
+            "step": done, "steps": total, "unit": "step" if epochs else "iteration",
+            "losses": {k: v for k, v in last.items() if k not in ("done", "total", "epochs")},
+            "values_from": f"{key} step {done}", "val_acc": None, "train_acc": None, "images_per_s": None,
+            "eta_s": eta, "status": "running", "final": False}
 
 
 def sub_run(store: Store, run: dict) -> dict | None:
@@ -189,8 +231,8 @@ def format_seconds(s: float | None) -> str:
 
 def progress_text(p: dict) -> str:
     """The progress bar's label: "epoch 3/40 · step 71/880 · 8 % · ETA 40 s"."""
-    parts = [f"epoch {p['epoch']}/{p['epochs']}"]
+    parts = [f"epoch {p['epoch']}/{p['epochs']}"] if p.get("epochs") else []
     if p.get("steps"):
-        parts.append(f"step {p['step']}/{p['steps']}")
+        parts.append(f"{p.get('unit', 'step')} {p['step']}/{p['steps']}")
     parts += [f"{100 * p['fraction']:.0f} %", f"ETA {format_seconds(p['eta_s'])}"]
     return " · ".join(parts)

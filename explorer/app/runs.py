@@ -9,7 +9,9 @@ import pandas as pd
 import yaml
 
 from .. import teachers
+from ..schemes import get_scheme
 from ..store import Store
+from .datasets import dataset_meta
 
 RUN_COLUMNS = ["name", "status", "dataset", "scheme", "methods", "student", "teacher", "test_acc", "teacher_acc",
                "role", "created", "id", "message"]
@@ -28,9 +30,62 @@ def runs_table(store: Store, datasets=None, statuses=None, methods=None) -> pd.D
         df = df[df["dataset"].isin(datasets)]
     if statuses:
         df = df[df["status"].isin(statuses)]
+    by_id = {r["id"]: r for r in store.list_runs()}
+    df["methods"] = [methods_label(by_id[i]) if i in by_id else m for i, m in zip(df["id"], df["methods"])]
+    # the teacher it really used (teachers.of_run), blank where the run had none (DML, BYOT, ...)
+    used = {i: run_teacher(by_id[i]) if i in by_id else None for i in df["id"]}
+    df["teacher"] = [f"{t['arch']} ({t['about']})" if t else None for t in map(used.get, df["id"])]
+    df["teacher_acc"] = [t["acc"] if t else None for t in map(used.get, df["id"])]
     if methods:
-        df = df[df["methods"].apply(lambda m: bool(set(str(m).split("+")) & set(methods)))]
+        df = df[df["methods"].apply(lambda m: bool(set(str(m).replace(" ", "").split("+")) & set(methods)))]
     return df[RUN_COLUMNS].sort_values("created", ascending=False).reset_index(drop=True)
+
+
+def _scheme(key: str | None):
+    try:
+        return get_scheme(key or "offline")
+    except (KeyError, ValueError):
+        return None
+
+
+def methods_label(run: Mapping) -> str:
+    """What a run distilled with, per scheme: its knowledge terms where the scheme uses them ("kd+at";
+    "none" for the student alone), else the scheme's own loss ("dml", "byot", "dafl", ...)."""
+    cfg = run.get("config") or {}
+    scheme = cfg.get("scheme") or run.get("scheme") or "offline"
+    terms = "+".join(m["key"] for m in cfg.get("methods", []) if isinstance(m, Mapping)) or run.get("methods") or "none"
+    cls = _scheme(scheme)
+    if cls is not None and not cls.uses_methods:
+        return scheme
+    if scheme == "offline" or terms == "none":
+        return terms if scheme == "offline" else scheme
+    return f"{scheme} + {terms}"
+
+
+def had_teacher(run: Mapping) -> bool:
+    """Whether the run's scheme trains against a teacher (DML, KDCL, ONE and the self-KD schemes do not)."""
+    cls = _scheme((run.get("config") or {}).get("scheme") or run.get("scheme"))
+    return cls is None or cls.needs_teacher
+
+
+def default_compare(store: Store) -> list[str]:
+    """The Runs page's default comparison: the last launched group -- the newest finished run and its
+    student-alone partner (the Train page names it "NAME · student alone"), else the newest run alone
+    with the same dataset and student."""
+    done = [r for r in store.list_runs("completed") if r.get("role", "distill") != "teacher"]
+    if not done:
+        return []
+    done.sort(key=lambda r: r["created"], reverse=True)
+    last = done[0]
+    other = [r for r in done[1:] if is_alone(r) != is_alone(last)]
+    if is_alone(last):
+        stem = (last.get("name") or "").removesuffix(" · student alone")
+        named = next((r for r in other if r.get("name") == stem), None)
+    else:
+        named = next((r for r in other if r.get("name") == f"{last.get('name')} · student alone"), None)
+    partner = named or next((r for r in other if r["config"].get("dataset") == last["config"].get("dataset")
+                             and r["config"].get("student") == last["config"].get("student")), None)
+    return [last["id"]] + ([partner["id"]] if partner is not None else [])
 
 
 def run_label(run: Mapping) -> str:
@@ -67,6 +122,8 @@ def run_teacher(run: Mapping) -> dict | None:
     """The teacher `run` was compared with when it ran: {key, arch, acc, about, tag}, from its stored
     reference (teachers.of_run), else what its summary says; None when it had none or no accuracy."""
     s = run["summary"]
+    if not had_teacher(run):
+        return None
     ref = teachers.of_run(dict(run))
     acc = s.get("teacher_acc")
     if acc is None and ref is not None:
@@ -94,20 +151,23 @@ def gap_rows(store: Store, run_ids: list[str]) -> list[dict]:
     Labels are short ("kd<br>cnn_tiny"), made unique."""
     found: dict[tuple, dict] = {}
     rows = []
-    for rid in run_ids:
-        run = store.get_run(rid)
+    runs = [r for r in map(store.get_run, run_ids) if r["status"] == "completed" and r["summary"].get("test_acc")
+            is not None]
+    # a student alone never learns from a teacher: its teacher is shown only as the reference of a distilled
+    # run that had one (not beside DML, BYOT, ... which had none)
+    reference = any(not is_alone(r) and run_teacher(r) is not None for r in runs) or all(map(is_alone, runs))
+    for run in runs:
         s, cfg = run["summary"], run["config"]
-        if run["status"] != "completed" or s.get("test_acc") is None:
-            continue
-        t = run_teacher(run)
+        t = run_teacher(run) if reference or not is_alone(run) else None
         if t is not None and t["key"] not in found:
             found[t["key"]] = {"label": f"teacher<br>{t['arch']}", "run": f"teacher of {run_label(run)}: {t['about']}",
                                "acc": t["acc"], "kind": "teacher", "tag": t["tag"]}
         alone = is_alone(run)
-        what = "student alone" if alone else run["methods"] if run["methods"] != "none" else cfg.get("scheme")
+        what = "student alone" if alone else methods_label(run)
         rows.append({"label": f"{what}<br>{cfg.get('student')}", "run": run_label(run), "acc": s["test_acc"],
                      "kind": "student alone" if alone else "distilled", "id": run["id"],
                      "teacher": found[t["key"]] if t else None, "teacher_acc": t["acc"] if t else None})
+        rows += produced_rows(run, what, t)
     teacher_rows = list(found.values())
     _unique(teacher_rows, lambda r: r.pop("tag"))
     _unique(rows, lambda r: r["id"][-6:])
@@ -116,6 +176,27 @@ def gap_rows(store: Store, run_ids: list[str]) -> list[dict]:
     for r in teacher_rows:
         r.pop("tag", None)
     return teacher_rows + rows
+
+
+PRODUCED_KINDS = ("peer", "ensemble", "assistant")
+
+
+def produced_rows(run: Mapping, what: str, teacher: dict | None = None) -> list[dict]:
+    """What a scheme produced besides its student, from the summary's test_acc/<name> (eval_models): DML/KDCL/ONE
+    every other peer and the ensemble, TAKD the assistant, multi-teacher each further teacher, BYOT's heads.
+    kind: peer | ensemble | assistant | teacher; no teacher_acc (no gap is claimed for them)."""
+    s = run["summary"]
+    names = [k.split("/", 1)[1] for k in s if k.startswith("test_acc/") and isinstance(s[k], (int, float))]
+    rows = []
+    for name in names[1:]:   # the first is the student
+        if name.startswith("teacher_") and teacher is not None and name[8:] == teacher["arch"]:
+            continue         # the run's own teacher: already its teacher bar
+        kind = ("ensemble" if name == "ensemble" else "assistant" if name == "assistant"
+                else "teacher" if name.startswith("teacher_") and name != "teacher_self" else "peer")
+        rows.append({"label": f"{what}: {name}<br>{run['config'].get('student') if kind != 'teacher' else name[8:]}",
+                     "run": f"{run_label(run)} · {name}", "acc": s[f"test_acc/{name}"], "kind": kind,
+                     "id": f"{run['id']}/{name}", "teacher": None, "teacher_acc": None})
+    return rows
 
 
 def _unique(rows: list[dict], tag) -> None:
@@ -129,13 +210,52 @@ def _unique(rows: list[dict], tag) -> None:
 def gap_closed(rows: list[dict]) -> float | None:
     """The fraction of the gap between the student alone and the teacher that distillation closed
     (1 = the distilled student matches the teacher, 0 = no better than alone); None if a part is missing.
-    The teacher is the distilled run's own (its row's teacher_acc), else the first teacher row."""
+    The teacher is the distilled run's own (its row's teacher_acc); a row that says it had none (teacher_acc
+    None: DML, BYOT, ...) closed no gap; rows without that key fall back to the first teacher row."""
     first = {}
     for r in rows:
         first.setdefault(r["kind"], r)
     d, a = first.get("distilled"), first.get("student alone")
-    t = d.get("teacher_acc") if d is not None and d.get("teacher_acc") is not None else \
+    t = d.get("teacher_acc") if d is not None and "teacher_acc" in d else \
         first["teacher"]["acc"] if "teacher" in first else None
     if t is None or a is None or d is None or t <= a["acc"]:
         return None
     return (d["acc"] - a["acc"]) / (t - a["acc"])
+
+
+# ---------------------------------------------------------------------- what a scheme produced, beyond accuracies
+def scheme_outputs(store: Store, run: Mapping) -> dict:
+    """What the Train and Runs pages show for a run besides its accuracy, per scheme: "weights" (multi-teacher:
+    the epoch metrics teacher_weight/<arch>), "synth" (data-free: load_synthesised's dict), "views"
+    (cross-modal: {"full", "view", "name", "labels"} from the run's probe samples). Only what exists."""
+    scheme = (run.get("config") or {}).get("scheme") or "offline"
+    out: dict = {}
+    if run.get("status") != "completed":
+        return out
+    m = store.metrics_df([run["id"]], "epoch")
+    if not m.empty and m["name"].str.startswith("teacher_weight/").any():
+        out["weights"] = m
+    if scheme in ("dafl", "deepinversion"):
+        from ..schemes.data_free import load_synthesised
+        try:
+            out["synth"] = load_synthesised(dict(run), store)
+        except FileNotFoundError:
+            pass
+    if scheme == "crossmodal":
+        from ..analysis.probes import list_probes, load_probe
+        from ..schemes.cross_modal import View
+        found = list_probes(run["run_dir"])
+        if found:
+            import torch
+            probe = load_probe(found[-1][1])
+            meta = dataset_meta(run["config"]["dataset"], run["config"].get("data_root"))
+            x = probe["x"][:6].float()
+            c = x.shape[1]
+            mean, std = torch.tensor(meta["mean"]).view(1, c, 1, 1), torch.tensor(meta["std"]).view(1, c, 1, 1)
+            name = (run["config"].get("scheme_params") or {}).get("student_view", "edges")
+            with torch.no_grad():
+                view = View(name, 1.0 / (255.0 * std), -mean / std)(x)
+            labels = [meta["classes"][int(k)] for k in probe["y"][:6]]
+            out["views"] = {"full": x, "view": view, "name": name, "labels": labels, "mean": meta["mean"],
+                            "std": meta["std"]}
+    return out

@@ -20,9 +20,22 @@ KEEP = "session"   # widget values survive a visit to another page
 TRAIN = "pages/1_Train.py"
 
 
+# an equation still wider than its column (a narrow window) scrolls sideways instead of being cut off
+EQUATION_CSS = "<style>.katex-display{overflow-x:auto;overflow-y:hidden;max-width:100%}</style>"
+
+
+def latex(tex: str) -> None:
+    """st.latex of a method's or scheme's equation, long ones on several lines (explorer/app/equations.py)."""
+    from .equations import split_equation
+    st.latex(split_equation(tex))
+
+
 def setup_page(title: str) -> Store:
     st.set_page_config(page_title=f"{title} · KD Explorer", page_icon=":material/school:", layout="wide")
+    st.markdown(EQUATION_CSS, unsafe_allow_html=True)
     store = C.store(str(default_home()))
+    st.session_state[_EXPORTS] = {"figures": {}, "runs": {}}   # this page run's figures, for the zip
+    figures_zip_button()
     interrupted = C.recovered(str(store.home))
     if interrupted and not st.session_state.get("_told_interrupted"):
         st.session_state["_told_interrupted"] = True
@@ -30,8 +43,53 @@ def setup_page(title: str) -> Store:
     return store
 
 
-def chart(fig, key: str | None = None) -> None:
+def chart(fig, key: str | None = None, downloads: bool = True) -> None:
+    """A figure, with its downloads (standalone HTML; PNG where kaleido and a browser are on the server) and
+    its place in the page's zip (the sidebar's "All figures")."""
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
+    page = _page_exports()
+    name = key or f"figure{len(page['figures']) + 1}"
+    page["figures"][name] = fig
+    if not downloads:
+        return
+    from . import export as X
+    try:
+        cols = st.columns([1, 1, 6])
+    except st.errors.StreamlitAPIException:   # already two columns deep: one under the other
+        cols = [st, st]
+    cols[0].download_button("HTML", lambda: X.figure_html(fig, page["runs"]), file_name=f"{X.safe_name(name)}.html",
+                            mime="text/html", key=f"{name}.dl_html", on_click="ignore", icon=":material/download:",
+                            help="this figure as one HTML file that opens offline (zoom, hover), with the runs' configs")
+    why = X.png_missing()
+    cols[1].download_button("PNG", (lambda: X.figure_png(fig)) if why is None else b"", file_name=f"{X.safe_name(name)}.png",
+                            mime="image/png", key=f"{name}.dl_png", on_click="ignore", icon=":material/image:",
+                            disabled=why is not None, help=why or "this figure as a PNG image")
+
+
+_EXPORTS = "_page_exports"
+
+
+def _page_exports() -> dict:
+    """This page run's figures and the runs they show (for the sidebar zip); set up by setup_page."""
+    return st.session_state.setdefault(_EXPORTS, {"figures": {}, "runs": {}})
+
+
+def figure_runs(runs) -> None:
+    """The runs the page's figures show: their configs go into the page's zip."""
+    _page_exports()["runs"].update({r["id"]: r for r in runs})
+
+
+def figures_zip_button() -> None:
+    """The sidebar's download of every figure of this page (HTML, PNG where it runs) with the runs' configs.
+    The zip is built when clicked, from the figures this page run drew."""
+    from . import export as X
+    page = _page_exports()
+    st.sidebar.download_button("All figures of this page (zip)", lambda: X.figures_zip(page["figures"], page["runs"]),
+                               file_name="kd-explorer-figures.zip", mime="application/zip", key="_figures_zip",
+                               on_click="ignore", icon=":material/folder_zip:",
+                               help="each figure as HTML" + (" and PNG" if X.png_missing() is None else
+                                                              f" ({X.png_missing()})") +
+                                    ", with the config of each run shown")
 
 
 # ---------------------------------------------------------------------- widgets from specs
@@ -131,6 +189,7 @@ def pick_runs(store: Store, page: str) -> list[dict]:
                          help="finished runs that recorded probes, newest first")
     st.session_state["analysis_run"] = first
     chosen = [by_id[first]]
+    figure_runs(chosen)
     if len(ids) > 1 and c2.checkbox("compare", key=f"{page}.compare", help="show a second run side by side"):
         rest = [i for i in ids if i != first]
         want2 = st.session_state.get("analysis_run2")
@@ -138,6 +197,7 @@ def pick_runs(store: Store, page: str) -> list[dict]:
                               format_func=lambda i: run_label(by_id[i]), key=f"{page}.run2")
         st.session_state["analysis_run2"] = second
         chosen.append(by_id[second])
+        figure_runs(chosen)
     return chosen
 
 
@@ -174,13 +234,20 @@ def side_by_side(runs: list[dict], probes: list[dict], positions, detail=None):
             yield run, probe, sub, ref
 
 
+PROBE_HELP = ("Probe samples: {n} test images fixed when the run started, whose features, attention maps and "
+              "logits the run saved at every epoch (before training too), so any epoch can be shown without "
+              "the model. Whole-test-split figures (calibration on the Logits page) say so where they are shown.")
+
+
 def pick_samples(probe: dict, classes: list[str], page: str, k: int = 4, allow_all: bool = False):
     """Rows of the probe to show: by index, by class, where teacher and student disagree most (or all)."""
     modes = (["all"] if allow_all else []) + ["disagree", "class", "index"]
     c1, c2 = st.columns([2, 3])
-    mode = c1.radio("Samples", modes, format_func=SAMPLE_MODES.get, key=f"{page}.mode", horizontal=True)
-    value = None
     n = len(probe["y"])
+    mode = c1.radio("Samples", modes, format_func=SAMPLE_MODES.get, key=f"{page}.mode", horizontal=True,
+                    help=PROBE_HELP.format(n=n))
+    c1.caption(f"From the run's {n} *probe samples*: the same fixed test images, recorded at every epoch.")
+    value = None
     if mode == "class":
         value = c2.selectbox("Class", range(len(classes)), format_func=lambda i: classes[i], key=f"{page}.class")
     elif mode == "index":
@@ -211,10 +278,11 @@ def launch(store: Store, configs: list[dict]) -> list[str]:
     return ids
 
 
-def launch_preset(store: Store, key: str) -> None:
-    """One click: queue the preset (and its comparison), then watch it on the Train page."""
+def launch_preset(store: Store, key: str, data_root: str | None = None) -> None:
+    """One click: queue the preset (and its comparison), then watch it on the Train page. data_root: the
+    folder of a preset that needs one (checked against the app's allow-list by the caller)."""
     from ..presets import preset_configs
-    configs = preset_configs(key)
+    configs = preset_configs(key, data_root)
     launch(store, configs)
     st.session_state["train_prefill"] = configs[0]
     st.switch_page(TRAIN)
@@ -223,3 +291,14 @@ def launch_preset(store: Store, key: str) -> None:
 def open_in_train(config: dict) -> None:
     st.session_state["train_prefill"] = config
     st.switch_page(TRAIN)
+
+
+def published_panel(store: Store, method: str) -> None:
+    """A method panel's published figures (each with its source; explorer/published.py) beside the user's
+    own runs of the method (Home's map, the Train page's method expanders)."""
+    from .benchmark import method_panel
+    panel = method_panel(store, method)
+    if not panel["published"] and not panel["yours"]:
+        return
+    st.caption("  \n".join(panel["published"] + (panel["yours"] or ["yours: no finished run of this method yet"]))
+               + ("  \nAll published figures: the Benchmark page." if panel["published"] else ""))

@@ -24,7 +24,7 @@ class DatasetSpec:
     needs_root: bool = False                # the user must name a folder
     default_root: str | None = None
     takes_image_size: bool = False          # the reader resizes to image_size (else the field is refused)
-    recipe: dict = field(default_factory=dict)   # epochs, teacher_epochs, batch_size, lr
+    recipe: dict = field(default_factory=dict)   # epochs, teacher_epochs, batch_size, lr (+ schedule, momentum, weight_decay for teachers)
 
     @property
     def takes_root(self) -> bool:

@@ -163,3 +163,20 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
         n += len(y)
     model.train(was)
     return correct.item() / max(n, 1)
+
+
+@torch.no_grad()
+def test_logits(models: dict[str, nn.Module], data: Dataset, batch_size: int = 512) -> dict:
+    """Every given model's logits on the whole test split (float16, on the CPU) with the labels: what the app's
+    calibration, confusion and per-class figures are computed on (not the 64 probe samples)."""
+    out: dict = {"y": [], **{n: [] for n in models}}
+    was = {n: m.training for n, m in models.items()}
+    for m in models.values():
+        m.eval()
+    for x, y, _ in data.batches("test", batch_size):
+        out["y"].append(y.cpu())
+        for n, m in models.items():
+            out[n].append(m(x).float().cpu().half())
+    for n, m in models.items():
+        m.train(was[n])
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in out.items()}

@@ -31,7 +31,7 @@ CANCEL_POLL_S = 0.25       # how often the store is asked whether someone cancel
 
 @dataclass
 class Event:
-    kind: str                      # "start" | "step" | "epoch" | "end" | "log"; a teacher's: "teacher_" + kind
+    kind: str                      # "start" | "step" | "epoch" | "end" | "log" | "phase"; a teacher's: "teacher_" + kind
     run_id: str
     epoch: int = 0
     step: int = 0
@@ -103,6 +103,21 @@ class Trainer:
 
     def emit(self, kind: str, epoch: int = 0, step: int = 0, values: dict | None = None, message: str = "") -> None:
         self.on_event(Event(kind, self.run_id, epoch, step, values or {}, message))
+
+    def phase_progress(self, phase: str, done: int, total: int, epochs: int = 0, **values: float) -> None:
+        """A scheme's own loop before or inside the student's training (an assistant's distillation, image
+        synthesis) reports where it stands: stored as scope "phase" metrics named "<phase>/done", "/total",
+        "/epochs" and "/<value>" (at most every LOG_EVERY_S, and always at its start and end), for the app's card."""
+        now = time.monotonic()
+        last = getattr(self, "_last_phase", None)
+        if not self.main or (0 < done < total and last is not None and now - last < loop.LOG_EVERY_S):
+            return
+        self._last_phase = now
+        values = {k: float(v) for k, v in values.items()}    # a tensor is read (a device sync) only here
+        self.store.log_metrics(self.run_id, "phase", 0, int(done),
+                               {f"{phase}/done": done, f"{phase}/total": total, f"{phase}/epochs": epochs}
+                               | {f"{phase}/{k}": v for k, v in values.items()})
+        self.emit("phase", step=int(done), values={"phase": phase, "done": done, "total": total} | values)
 
     def check_cancel(self, force: bool = False) -> None:
         """Raise RunCancelled if asked to stop; the store is polled every CANCEL_POLL_S (force: now)."""
@@ -187,6 +202,13 @@ class Trainer:
         final = self.run_dir / "model.pt"
         checkpoint.atomic_save({n: m.state_dict() for n, m in models.items()}, final, "the final models")
         self.store.add_artifact(self.run_id, "model", final, "state_dict")
+        # the whole test split's logits of the student and its teacher (or reference peer), for the app's figures
+        side = state.teacher if state.teacher is not None else scheme.probe_reference()
+        logits = loop.test_logits({"student": next(iter(models.values())), **({"reference": side} if side is not None
+                                                                              else {})}, state.data, cfg.batch_size * 4)
+        logits["reference_name"] = "teacher" if state.teacher is not None else "reference peer"
+        checkpoint.atomic_save(logits, self.run_dir / "test_logits.pt", "the test-split logits")
+        self.store.add_artifact(self.run_id, "test_logits", self.run_dir / "test_logits.pt", "logits")
         scheme.save_artifacts(self.run_dir, self.store, self.run_id)
         self.store.log_metrics(self.run_id, "final", cfg.epochs, state.step,
                                {k: v for k, v in summary.items() if isinstance(v, float)})

@@ -12,7 +12,8 @@ from plotly.subplots import make_subplots
 from ..analysis.logits import soften
 from ._style import BASELINE, STUDENT, TEACHER, finish, image_axes, to_display_image
 
-__all__ = ["taxonomy_sunburst", "temperature_playground", "gap_bars"]
+__all__ = ["taxonomy_sunburst", "temperature_playground", "gap_bars", "synthesised_grid", "view_pairs",
+           "teacher_weight_curves"]
 
 _BRANCH = {"knowledge": "knowledge", "scheme": "schemes"}
 
@@ -75,9 +76,11 @@ def temperature_playground(logits, T: float, y=None, classes: Sequence[str] | No
 
 def gap_bars(rows: Sequence[dict], title: str | None = "Test accuracy: the teacher–student gap") -> go.Figure:
     """Bars of test accuracy: rows of {label, acc, kind[, run, teacher_acc]} with kind teacher / student alone /
-    distilled; each student bar is annotated with its gap in points to its own teacher (its row's
-    teacher_acc; rows without that key: the first teacher row)."""
-    color = {"teacher": TEACHER, "student alone": BASELINE, "distilled": STUDENT}
+    distilled (or what a scheme produced besides its student: peer / ensemble / assistant, drawn lighter);
+    each student bar is annotated with its gap in points to its own teacher (its row's teacher_acc, None: no
+    gap shown; rows without that key: the first teacher row). The accuracy axis starts at 0."""
+    color = {"teacher": TEACHER, "student alone": BASELINE, "distilled": STUDENT, "peer": "#7fb3d5",
+             "ensemble": "#1f618d", "assistant": "#a569bd"}
     first = next((r["acc"] for r in rows if r["kind"] == "teacher"), None)
     fig = go.Figure()
     for r in rows:
@@ -87,8 +90,58 @@ def gap_bars(rows: Sequence[dict], title: str | None = "Test accuracy: the teach
                              text=[f"{r['acc']:.3f}{gap}"], textposition="outside", cliponaxis=False,
                              showlegend=False, hovertemplate=f"{r.get('run', r['label'])}<br>test accuracy "
                                                              f"%{{y:.4f}}<extra>{r['kind']}</extra>"))
-    lo = min([r["acc"] for r in rows] + [1.0])
-    fig.update_yaxes(title_text="test accuracy", range=[max(0.0, lo - 0.08), 1.0])
+    fig.update_yaxes(title_text="test accuracy", range=[0.0, 1.08], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    if first is None and title == "Test accuracy: the teacher–student gap":   # no teacher: no gap to speak of
+        title = "Test accuracy (no teacher: these runs learned without one)"
     fig.update_xaxes(type="category")
     fig.update_layout(bargap=0.45)
     return finish(fig, title, height=380)
+
+
+def synthesised_grid(images, labels, classes: Sequence[str], per_class: int = 6,
+                     title: str | None = "Images the generator synthesised, by the teacher's class") -> go.Figure:
+    """A data-free run's synthesised images (uint8 (N, C, H, W)), one row per class the teacher gave them,
+    up to per_class each; classes with none say so in the row title."""
+    imgs = np.asarray(images.cpu() if hasattr(images, "cpu") else images)
+    lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(int)
+    rows = list(range(len(classes)))
+    titles = []
+    for k in rows:
+        n = int((lab == k).sum())
+        titles += [f"{classes[k]} ({n})" if i == 0 else "" for i in range(per_class)]
+    fig = make_subplots(rows=len(rows), cols=per_class, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=0.25 / max(len(rows), 1))
+    for k in rows:
+        for i, j in enumerate(np.flatnonzero(lab == k)[:per_class]):
+            fig.add_trace(go.Image(z=to_display_image(imgs[j]), name=f"{classes[k]} #{i + 1}"), row=k + 1, col=i + 1)
+        for i in range(per_class):
+            image_axes(fig, k + 1, i + 1)
+    fig.update_annotations(font_size=11, xanchor="left")
+    return finish(fig, title, height=95 * len(rows) + 110)
+
+
+def view_pairs(full, view, names: tuple[str, str], labels: Sequence[str] | None = None, mean=None, std=None,
+               title: str | None = "What each model sees: the teacher's view and the student's view") -> go.Figure:
+    """Cross-modal KD: the same samples in the teacher's modality (row 1) and in the student's (row 2)."""
+    n = len(full)
+    fig = make_subplots(rows=2, cols=n, row_titles=list(names), column_titles=list(labels) if labels else None,
+                        horizontal_spacing=0.01, vertical_spacing=0.04)
+    for i in range(n):
+        fig.add_trace(go.Image(z=to_display_image(full[i], mean, std), name=f"{names[0]} #{i}"), row=1, col=i + 1)
+        fig.add_trace(go.Image(z=to_display_image(view[i]), name=f"{names[1]} #{i}"), row=2, col=i + 1)
+        image_axes(fig, 1, i + 1)
+        image_axes(fig, 2, i + 1)
+    return finish(fig, title, height=360)
+
+
+def teacher_weight_curves(df: pd.DataFrame, title: str | None = "Each teacher's weight over training") -> go.Figure:
+    """Multi-teacher KD: the mean weight each teacher got per epoch (long metrics with name teacher_weight/<arch>)."""
+    fig = go.Figure()
+    for name, g in df[df["name"].str.startswith("teacher_weight/")].groupby("name", sort=True):
+        g = g.sort_values("epoch")
+        fig.add_trace(go.Scatter(x=g["epoch"], y=g["value"], mode="lines+markers", name=name.split("/", 1)[1],
+                                 hovertemplate=f"{name.split('/', 1)[1]}<br>epoch %{{x}}<br>weight %{{y:.3f}}"
+                                               "<extra></extra>"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="mean weight (sums to 1)", range=[0, 1.02])
+    return finish(fig, title, height=360)

@@ -41,11 +41,21 @@ def _coloraxes(fig: go.Figure, diff_limit: float, n_rows_hint: int = 1):
 
 
 def _overlay(fig, img, m, row, col, opacity, name):
-    if img is not None:
-        fig.add_trace(go.Image(z=img, name="input", hoverinfo="skip"), row=row, col=col)
-    fig.add_trace(go.Heatmap(z=m, coloraxis="coloraxis", opacity=opacity if img is not None else 1.0,
-                             name=name, hovertemplate=f"{name}<br>x=%{{x}} y=%{{y}}<br>%{{z:.3f}}<extra></extra>"),
+    """The map opaque, so every colour drawn is one of its colour bar (blending it with a grey image made
+    olive and brown that the bar does not have), with the input's outline drawn over it as white contour
+    lines (opacity: theirs)."""
+    fig.add_trace(go.Heatmap(z=m, coloraxis="coloraxis", opacity=1.0, name=name,
+                             hovertemplate=f"{name}<br>x=%{{x}} y=%{{y}}<br>%{{z:.3f}}<extra></extra>"),
                   row=row, col=col)
+    if img is not None:
+        grey = np.asarray(img, dtype=float).mean(-1)
+        lo, hi = float(grey.min()), float(grey.max())
+        if hi > lo:
+            fig.add_trace(go.Contour(z=grey, name="input outline", showscale=False, hoverinfo="skip", opacity=opacity,
+                                     contours=dict(coloring="lines", start=lo + 0.35 * (hi - lo),
+                                                   end=lo + 0.65 * (hi - lo), size=0.3 * (hi - lo)),
+                                     line=dict(color="white", width=1.2), colorscale=[[0, "white"], [1, "white"]]),
+                          row=row, col=col)
     image_axes(fig, row, col)
 
 
@@ -66,14 +76,14 @@ def _fit(m: np.ndarray, shape) -> np.ndarray:
 
 
 def attention_grid(image, teacher_maps, student_maps, stage_labels: Sequence[str] | None = None,
-                   opacity: float = 0.5, gaps: Sequence[float] | None = None, mean=None, std=None,
+                   opacity: float = 0.8, gaps: Sequence[float] | None = None, mean=None, std=None,
                    title: str | None = "Where teacher and student look") -> go.Figure:
     """One sample, one row per stage: input | teacher map over the input | student map over the
     input | student − teacher (diverging, symmetric around 0).
 
     teacher_maps / student_maps: {stage: (H, W)} dicts (rows pair up in order) or lists.
     gaps: optional per-stage scalar gap (e.g. map_gap's 1 − cosine), shown in the row label.
-    Traces per row: Image, Image + Heatmap, Image + Heatmap, Heatmap (6).
+    Traces per row: Image, Heatmap + Contour (the input's outline), Heatmap + Contour, Heatmap (6).
     """
     t_labels, t_maps = _items(teacher_maps, stage_labels)
     s_labels, s_maps = _items(student_maps, stage_labels)
@@ -87,13 +97,16 @@ def attention_grid(image, teacher_maps, student_maps, stage_labels: Sequence[str
     diffs = [_fit(s, hw) - _fit(t, hw) for t, s in zip(t_maps, s_maps)]
     titles = []
     for r in range(rows):
-        lab = stage_labels[r] + (f" (gap {gaps[r]:.2f})" if gaps is not None else "")
-        titles += [lab, "teacher", "student", "student − teacher"]
+        titles += ["input", "teacher", "student", "student − teacher"]
     fig = make_subplots(rows=rows, cols=4, subplot_titles=titles, horizontal_spacing=0.02,
                         vertical_spacing=0.06 if rows > 1 else 0.0)
+    fig.update_annotations(font_size=12)   # four titles to a row fit a narrow column
     for r in range(rows):
         fig.add_trace(go.Image(z=img, name="input"), row=r + 1, col=1)
         image_axes(fig, r + 1, 1)
+        # the row's stage (and gap) upright at its left: as a column title it ran into "teacher"
+        lab = stage_labels[r] + (f"<br>gap {gaps[r]:.2f}" if gaps is not None else "")
+        fig.update_yaxes(title_text=lab, title_font_size=12, row=r + 1, col=1)
         _overlay(fig, img, _fit(t_maps[r], hw), r + 1, 2, opacity, "teacher")
         _overlay(fig, img, _fit(s_maps[r], hw), r + 1, 3, opacity, "student")
         _diff(fig, diffs[r], r + 1, 4)
@@ -127,7 +140,7 @@ def class_mean_maps_figure(teacher_means, student_means, classes: Sequence[str] 
     return finish(fig, title, height=3 * 150 + 110, width=max(500, 120 * c + 200))
 
 
-def distillation_comparison(image, teacher_map, alone_map, distilled_map, opacity: float = 0.5,
+def distillation_comparison(image, teacher_map, alone_map, distilled_map, opacity: float = 0.8,
                             gaps: tuple[float, float] | None = None, mean=None, std=None,
                             labels: tuple[str, str, str] = ("teacher", "student alone", "distilled student"),
                             title: str | None = "Does distillation move the student's attention?") -> go.Figure:
@@ -142,9 +155,11 @@ def distillation_comparison(image, teacher_map, alone_map, distilled_map, opacit
     da, dd = a - t, d - t
     ga = f" (gap {gaps[0]:.2f})" if gaps else ""
     gd = f" (gap {gaps[1]:.2f})" if gaps else ""
-    fig = make_subplots(rows=2, cols=3, horizontal_spacing=0.02, vertical_spacing=0.08,
-                        subplot_titles=list(labels) + ["input", f"{labels[1]} − {labels[0]}{ga}",
-                                                       f"{labels[2]} − {labels[0]}{gd}"])
+    # the differences' titles on three short lines: on one they ran into each other in a narrow column
+    fig = make_subplots(rows=2, cols=3, horizontal_spacing=0.02, vertical_spacing=0.14,
+                        subplot_titles=list(labels) + ["input", f"{labels[1]}<br>− {labels[0]}<br>{ga.strip(' ()')}",
+                                                       f"{labels[2]}<br>− {labels[0]}<br>{gd.strip(' ()')}"])
+    fig.update_annotations(font_size=12)
     for c, (m, nm) in enumerate(zip((t, a, d), labels)):
         _overlay(fig, img, m, 1, c + 1, opacity, nm)
     fig.add_trace(go.Image(z=img, name="input"), row=2, col=1)

@@ -159,4 +159,6 @@ def disagreement_gallery(images, df: pd.DataFrame, classes: Sequence[str] | None
                       row=rr, col=cc)
         image_axes(fig, rr, cc)
     fig.update_annotations(font_size=11)
-    return finish(fig, title or "Where teacher and student disagree most", height=230 * rows + 80)
+    fig = finish(fig, title or "Where teacher and student disagree most", height=230 * rows + 120)
+    fig.update_layout(margin_t=120)       # the first row's three-line titles sit below the figure's title
+    return fig

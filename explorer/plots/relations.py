@@ -54,18 +54,27 @@ def relation_matrices(m_t, m_s, y=None, classes: Sequence[str] | None = None, ki
     fig.add_trace(go.Heatmap(z=d, coloraxis="coloraxis2", name="student − teacher",
                              hovertemplate="student − teacher<br>row %{y} · col %{x}<br>%{z:+.3f}<extra></extra>"),
                   row=1, col=3)
+    # each colour bar beside the panels it scales (the shared one between student and difference), its title
+    # upright along the bar: two bars side by side at the right had overlapping titles
+    for i, dom in enumerate(_DOMAINS):
+        fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain = dom
+        fig.layout.annotations[i].x = sum(dom) / 2
+    bar = dict(len=0.9, thickness=12, xanchor="left", xpad=4, title=dict(side="right"))
     fig.update_layout(coloraxis=dict(colorscale=SEQUENTIAL, cmin=lo, cmax=hi,
-                                     colorbar=dict(title=label, x=1.0, len=0.9)),
+                                     colorbar=bar | dict(title=dict(text=label, side="right"),
+                                                         x=_DOMAINS[1][1] + 0.005)),
                       coloraxis2=dict(colorscale=DIVERGING, cmin=-lim, cmax=lim, cmid=0.0,
-                                      colorbar=dict(title="difference", x=1.09, len=0.9)))
+                                      colorbar=bar | dict(title=dict(text="difference", side="right"),
+                                                          x=_DOMAINS[2][1] + 0.005)))
     for c in (1, 2, 3):
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{'' if c == 1 else c}", constrain="domain",
                          row=1, col=c)
+        # one axis title, under the middle panel: three of them ran into each other in a narrow column
         fig.update_xaxes(constrain="domain", row=1, col=c,
-                         title_text="samples" + (" (sorted by class)" if y is not None else ""))
+                         title_text=("samples" + (", sorted by class" if y is not None else "")) if c == 2 else None)
         if ticks:
             fig.update_xaxes(tickvals=ticks[0], ticktext=ticks[1], tickangle=-45, row=1, col=c)
-            fig.update_yaxes(tickvals=ticks[0], ticktext=ticks[1], row=1, col=c)
+            fig.update_yaxes(tickvals=ticks[0], ticktext=ticks[1], showticklabels=c == 1, row=1, col=c)
         for b in bounds:
             for xs, ys_ in (((b - 0.5, b - 0.5), (-0.5, n - 0.5)), ((-0.5, n - 0.5), (b - 0.5, b - 0.5))):
                 fig.add_shape(type="line", x0=xs[0], x1=xs[1], y0=ys_[0], y1=ys_[1],
@@ -74,7 +83,12 @@ def relation_matrices(m_t, m_s, y=None, classes: Sequence[str] | None = None, ki
         title = f"Sample relations ({label})"
         if gap:
             title += f" — Pearson r {gap['pearson']:.3f}, mean |Δ| {gap['mean_abs_diff']:.3f}"
-    return finish(fig, title, height=440)
+    fig = finish(fig, title, height=440)
+    fig.update_layout(margin_r=80)          # room for the difference's colour bar
+    return fig
+
+
+_DOMAINS = ((0.0, 0.26), (0.29, 0.55), (0.70, 0.96))   # teacher | student | (shared bar) | difference
 
 
 def rkd_angle_histogram(stats_t: dict, stats_s: dict, names: tuple[str, str] = ("teacher", "student"),

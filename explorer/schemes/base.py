@@ -35,6 +35,11 @@ class RunContext:
     # most every 0.25 s, so calling it each iteration is cheap); log(message) tells the user what it does
     check_cancel: Callable[[], None] = lambda: None
     log: Callable[[str], None] = lambda message: None
+    # progress(phase, done, total, epochs=0, **values): where such a loop stands -- phase names it for people
+    # ("assistant cnn_small", "synthesis"), done/total count its steps, epochs (if it has any) its epochs,
+    # values (loss, ...) its newest numbers. The trainer stores it (scope "phase", throttled) and the app's
+    # run card shows it with its own ETA; call it each step and once at the end (done == total)
+    progress: Callable[..., None] = lambda phase, done, total, epochs=0, **values: None
 
 
 class Scheme(nn.Module):
@@ -82,6 +87,11 @@ class Scheme(nn.Module):
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Values the scheme measured over the epoch (e.g. multi-teacher weights), stored with the epoch's
+        metrics; called once per epoch after on_epoch_end."""
+        return {}
 
     def probe_reference(self) -> nn.Module | None:
         """With no teacher, the model the probes record as the "teacher" side (e.g. a DML peer), so the

@@ -273,6 +273,8 @@ class DeepInversion(_DataFree):
         hooks = _BNStats(self.teacher)
         self.ctx.log(f"synthesising {n} images from the teacher ({self.hp['iterations']} iterations per batch of "
                      f"{chunk}) before the student's first step")
+        total, done = math.ceil(n / chunk) * self.hp["iterations"], 0
+        self.ctx.progress("synthesis", 0, total)
         try:
             with torch.autocast(self.ctx.device.type, enabled=False):
                 for start in range(0, n, chunk):
@@ -297,9 +299,12 @@ class DeepInversion(_DataFree):
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
+                        done += 1
+                        self.ctx.progress("synthesis", done, total, loss=loss.detach())
                     self.pool[start:start + m] = best_x
         finally:
             hooks.remove()
+        self.ctx.progress("synthesis", total, total)
         self.pool_ready.fill_(True)
 
     def sample_images(self, n):

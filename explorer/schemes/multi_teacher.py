@@ -64,11 +64,30 @@ class _MultiTeacher(KeepsFrozen, Scheme):
         with torch.no_grad():
             t = torch.stack([m(batch.x) for m in self.teachers])      # (K, B, C)
         z = self.student(batch.x)
+        if self.training:
+            self._record_weights(self.teacher_weights(t.float(), batch.y))
         return z, {"ce": self.ce_weight * F.cross_entropy(z, batch.y),
                    "mtkd": self.hp["kd_weight"] * self.distill(z, t.float(), batch.y)}
 
     def distill(self, z, t, y) -> torch.Tensor:
         raise NotImplementedError
+
+    def teacher_weights(self, t, y) -> torch.Tensor:
+        """(K, B): per-sample weights over teachers, summing to 1 over k (here: equal)."""
+        return torch.full(t.shape[:2], 1.0 / len(t), device=t.device)
+
+    def _record_weights(self, w: torch.Tensor) -> None:
+        """Sum each teacher's weight over the epoch's samples (no device sync) for epoch_metrics."""
+        w = w.detach().float().sum(1)
+        self._w_sum = w if getattr(self, "_w_sum", None) is None else self._w_sum + w
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Each teacher's mean weight over the epoch's training samples: teacher_weight/<arch>."""
+        w, self._w_sum = getattr(self, "_w_sum", None), None
+        if w is None:
+            return {}
+        w = (w / w.sum()).tolist()
+        return {f"teacher_weight/{a}": float(v) for a, v in zip(self.teacher_archs, w)}
 
     def eval_models(self):
         return {"student": self.student} | {f"teacher_{a}": m for a, m in zip(self.teacher_archs, self.teachers)}

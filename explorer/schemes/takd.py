@@ -82,6 +82,8 @@ class TAKD(KeepsFrozen, Offline):
         a.train()
         self.ctx.log(f"distilling the assistant {self.assistant_arch} from the teacher ({epochs} epochs) before "
                      "the student's first step")
+        phase, done = f"assistant {self.assistant_arch}", 0
+        self.ctx.progress(phase, 0, total, epochs)
         with torch.autocast(self.ctx.device.type, enabled=False):
             for _ in range(epochs):
                 for x, y, _ in data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=gen):
@@ -94,6 +96,9 @@ class TAKD(KeepsFrozen, Offline):
                     loss.backward()
                     opt.step()
                     sched.step()
+                    done += 1     # the loss as a tensor: it is read (a device sync) only when recorded
+                    self.ctx.progress(phase, done, total, epochs, loss=loss.detach())
+        self.ctx.progress(phase, total, total, epochs)
         freeze(a)
         self.assistant_ready.fill_(True)
 

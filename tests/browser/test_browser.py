@@ -199,3 +199,113 @@ def test_a_new_browser_context_shows_a_running_run_and_cancels_it(server):
         finally:
             browser.close()
     assert store.get_run(rid)["status"] == "cancelled"
+
+
+# ---------------------------------------------------------------------- issue 13, item 5: no overlapping text
+TEXT_BOXES_JS = """() => {
+  // titles (figure, every axis: xtitle, x2title, ...; colour bars), annotations (subplot titles), legend entries
+  const sel = '.gtitle, text[class*="title"], .cbtitle text, .annotation-text, .legendtext';
+  const out = [];
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, i) => {
+    const title = (plot.querySelector('.gtitle') || {}).textContent || `figure ${i}`;
+    const boxes = [...new Set(plot.querySelectorAll(sel))].filter(e => e.textContent.trim()).map(e => {
+      const r = e.getBoundingClientRect();
+      return {text: e.textContent.trim(), x0: r.left, y0: r.top, x1: r.right, y1: r.bottom};
+    }).filter(b => b.x1 - b.x0 > 0 && b.y1 - b.y0 > 0);
+    for (let a = 0; a < boxes.length; a++) for (let b = a + 1; b < boxes.length; b++) {
+      const p = boxes[a], q = boxes[b];
+      const w = Math.min(p.x1, q.x1) - Math.max(p.x0, q.x0), h = Math.min(p.y1, q.y1) - Math.max(p.y0, q.y0);
+      if (w > 1 && h > 1) out.push(`${title}: "${p.text}" overlaps "${q.text}" (${w.toFixed(0)}x${h.toFixed(0)} px)`);
+    }
+  });
+  return out;
+}"""
+# an equation is cut off when its display sticks out of its container, or its content is wider than the display
+# and the display does not scroll; with strict=true (a wide window) it must fit without scrolling
+KATEX_JS = """(strict) => [...document.querySelectorAll('.katex-display')].flatMap(d => {
+  const box = d.getBoundingClientRect(), parent = d.parentElement.getBoundingClientRect();
+  const scrolls = ['auto', 'scroll'].includes(getComputedStyle(d).overflowX);
+  const wider = d.scrollWidth > d.clientWidth + 3;   // KaTeX's struts stick out by a pixel or two
+  const cut = box.right > parent.right + 1 || (wider && (strict || !scrolls));
+  return cut ? [`${d.textContent.slice(0, 40)}: ${d.scrollWidth} px wide in ${d.clientWidth} px`
+                + (scrolls ? ' (scrolls)' : ' (cut off)')] : [];
+})"""
+
+
+def test_no_figure_text_overlaps_and_no_equation_is_cut_off(server):
+    """Every analysis page at 1400x1000 and 1000x800: no two text boxes of a figure (titles, axis and colour-bar
+    titles, annotations such as subplot titles, legend entries) intersect beyond a pixel; the Train page's and the
+    Welcome page's equations (RKD's, AB's: long ones) fit their column."""
+    from explorer.engine.run import Trainer
+    from explorer.presets import DEFAULT_PRESET, preset_configs
+    from explorer.store import Store
+    url, _ = server
+    store = Store()                              # the server's store (tmp_path/"home", as the fixture's)
+    for cfg in preset_configs(DEFAULT_PRESET):   # the default preset's runs, through the engine (no clicks)
+        assert Trainer(cfg, store).run()["status"] == "completed"
+    problems = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        try:
+            for width, height in ((1400, 1000), (1000, 800)):
+                page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+                for name in ANALYSIS:
+                    page.goto(f"{url}/{name}")
+                    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+                    page.wait_for_load_state("networkidle")
+                    page.wait_for_timeout(800)            # Plotly lays out its text after the first draw
+                    _no_errors(page, name)
+                    problems += [f"{name} at {width}x{height}: {o}" for o in page.evaluate(TEXT_BOXES_JS)]
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    for i in range(min(page.locator(".js-plotly-plot").count(), 2)):   # to look at
+                        page.locator(".js-plotly-plot").nth(i).screenshot(
+                            path=ARTIFACTS / f"layout-{name.lower()}-{width}-{i}.png")
+                for where in ("Train?method=rkd", "Train?method=ab", "Train?method=crd", ""):
+                    page.goto(f"{url}/{where}")
+                    page.locator(".katex-display").first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(300)
+                    strict = width == 1400 and where == "Train?method=rkd"   # RKD's fits a wide window outright
+                    problems += [f"{where or 'Welcome'} at {width}x{height}: {o}"
+                                 for o in page.evaluate(KATEX_JS, strict)]
+                page.context.close()
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_zipped_image_folder_uploaded_in_the_browser_fills_the_data_folder(server):
+    """Issue 13, item 11: the Train page's upload for the `folder` dataset takes a real zip of PNGs (Playwright's
+    set_input_files), checks and unpacks it under the user's folders the app may read, and fills the Data folder."""
+    from support.images import image_zip
+    from explorer.app.roots import is_allowed
+    url, _ = server
+    home = Path(os.environ["KD_EXPLORER_HOME"])            # the server's (tmp_path/"home", as the fixture's)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run"])
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(f"{url}/Train")
+            dataset = page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").first.locator("input")
+            dataset.wait_for(timeout=60_000)
+            dataset.click()
+            dataset.fill("folder")
+            page.keyboard.press("Enter")
+            upload = page.locator('[data-testid="stFileUploader"]').filter(has_text="zipped image folder")
+            upload.wait_for(timeout=30_000)
+            upload.locator('input[type="file"]').set_input_files(
+                files=[{"name": "shapes.zip", "mimeType": "application/zip", "buffer": image_zip("shapes/")}])
+            page.get_by_text("18 images in 3 classes").wait_for(timeout=30_000)
+            box = page.locator('[data-testid="stTextInput"]').filter(has_text="Data folder").first.locator("input")
+            deadline = time.monotonic() + 10
+            while not box.input_value().endswith("/shapes"):
+                assert time.monotonic() < deadline, box.input_value()
+                page.wait_for_timeout(200)
+            root = box.input_value()
+            _no_errors(page, "Train, zip upload")
+        finally:
+            browser.close()
+    assert is_allowed(root, "folder", home) and Path(root, "red").is_dir()

@@ -52,16 +52,21 @@ def test_attention_grid(image):
     t, s = _maps(1), _maps(2)
     fig = pl.attention_grid(image, t, s, opacity=0.4, gaps=[0.1, 0.2, 0.3])
     assert isinstance(fig, go.Figure)
-    assert _types(fig) == ["image", "image", "heatmap", "image", "heatmap", "heatmap"] * 3
+    assert _types(fig) == ["image", "heatmap", "contour", "heatmap", "contour", "heatmap"] * 3
     heat = [tr for tr in fig.data if tr.type == "heatmap"]
     assert np.allclose(heat[0].z, t["layer1"]) and np.allclose(heat[1].z, s["layer1"])
     assert np.allclose(heat[2].z, s["layer1"] - t["layer1"])
-    assert heat[0].opacity == 0.4 and heat[0].coloraxis == "coloraxis" and heat[2].coloraxis == "coloraxis2"
+    # the maps are opaque: every colour shown is on the colour bar (no blend with the grey input); the
+    # input is an outline of white lines on top
+    assert heat[0].opacity == 1.0 and heat[0].coloraxis == "coloraxis" and heat[2].coloraxis == "coloraxis2"
+    outline = [tr for tr in fig.data if tr.type == "contour"]
+    assert outline[0].opacity == 0.4 and outline[0].contours.coloring == "lines" and outline[0].showscale is False
     assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
     lim = max(np.abs(s[k] - t[k]).max() for k in t)
     assert fig.layout.coloraxis2.cmin == pytest.approx(-lim) and fig.layout.coloraxis2.cmax == pytest.approx(lim)
     titles = [a.text for a in fig.layout.annotations]
-    assert "layer2 (gap 0.20)" in titles and titles.count("student − teacher") == 3
+    assert titles.count("student − teacher") == 3 and titles.count("input") == 3   # the stage: each row's y title
+    assert fig.layout.yaxis5.title.text == "layer2<br>gap 0.20"
     assert fig.layout.yaxis.autorange == "reversed"
 
 
@@ -87,10 +92,10 @@ def test_class_mean_maps_figure():
 def test_distillation_comparison(image):
     t, a, d = (_rng(i).random((12, 12)) for i in range(3))
     fig = pl.distillation_comparison(image, t, a, d, gaps=(0.4, 0.1))
-    assert _types(fig) == ["image", "heatmap"] * 3 + ["image", "heatmap", "heatmap"]
-    assert np.allclose(fig.data[3].z, a) and np.allclose(fig.data[7].z, a - t) and np.allclose(fig.data[8].z, d - t)
+    assert _types(fig) == ["heatmap", "contour"] * 3 + ["image", "heatmap", "heatmap"]
+    assert np.allclose(fig.data[2].z, a) and np.allclose(fig.data[7].z, a - t) and np.allclose(fig.data[8].z, d - t)
     titles = [x.text for x in fig.layout.annotations]
-    assert "student alone − teacher (gap 0.40)" in titles and "distilled student" in titles
+    assert "student alone<br>− teacher<br>gap 0.40" in titles and "distilled student" in titles
 
 
 def test_attention_figures_from_analysis_outputs(image):
@@ -100,7 +105,7 @@ def test_attention_figures_from_analysis_outputs(image):
     mt = an.stage_attention({"l1": feats_t}, size=12)
     ms = an.stage_attention({"l1": feats_s}, size=12)
     fig = pl.attention_grid(torch.as_tensor(image), {"l1": mt["l1"][0]}, {"l1": ms["l1"][0]})
-    assert np.allclose(fig.data[2].z, mt["l1"][0])
+    assert np.allclose(fig.data[1].z, mt["l1"][0])
 
 
 # ----------------------------------------------------------------------------------- similarity
