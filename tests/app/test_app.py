@@ -65,20 +65,6 @@ def workers(monkeypatch):
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def submitted(monkeypatch):
-    """jobs.submit replaced: configs are recorded (and stored as queued runs), nothing trains."""
-    seen = []
-
-    def fake_submit(config, store=None):
-        store = store or Store()
-        cfg = RunConfig.from_dict(config) if isinstance(config, dict) else config
-        seen.append(cfg.to_dict())
-        return store.create_run(cfg.to_dict(), status="queued")
-    monkeypatch.setattr(jobs, "submit", fake_submit)
-    return seen
-
-
 def fake_completed_run(store: Store, **cfg) -> str:
     config = RunConfig.from_dict(dict(dict(dataset="digits", student="cnn_tiny", teacher="cnn_large", epochs=2), **cfg))
     rid = store.create_run(config.to_dict(), status="queued")

@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.errors import AppTestError
 
-from explorer import jobs, owners, presets, teachers
+from explorer import owners, presets, teachers
 from explorer.app import form as F
 from explorer.app.progress import live_ids, progress, queue_rows
 from explorer.config import FIELD_SPECS, RunConfig
@@ -33,20 +33,6 @@ def app(page: str | None = None, **state) -> AppTest:
 
 def assert_no_exception(at: AppTest, where: str = ""):
     assert not at.exception, f"{where}: {[e.value for e in at.exception]}"
-
-
-@pytest.fixture
-def submitted(monkeypatch):
-    """jobs.submit replaced: configs are recorded (and stored as queued runs), nothing trains."""
-    seen = []
-
-    def fake_submit(config, store=None):
-        store = store or Store()
-        cfg = RunConfig.from_dict(config) if isinstance(config, dict) else config
-        seen.append(cfg.to_dict())
-        return store.create_run(cfg.to_dict(), status="queued")
-    monkeypatch.setattr(jobs, "submit", fake_submit)
-    return seen
 
 
 def queued(store: Store, **cfg) -> str:
