@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = ("pyproject.toml", "setup.py")     # what decides what `pip install -e .[test]` installs
+INPUTS = ("pyproject.toml", "setup.py", "scripts/setup.sh")   # what decides what setup installs
 DIST = "kd-explorer"
 
 
