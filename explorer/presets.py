@@ -33,13 +33,16 @@ register_preset(
     "The distilled student's test accuracy lands between the student trained alone and the teacher: "
     "the teacher's soft targets closed part of the gap.",
     dict(_DIGITS, methods=[{"key": "kd"}]), compare=dict(methods=[]))
-# AT's benchmark weight (1000, for CIFAR) swamps the labels of a 10k-parameter digits student (test accuracy
-# 0.37 after 10 epochs, vs 0.95 alone); 100 on top of KD keeps the accuracy and still aligns the maps.
+# Attention on the procedural shapes (32x32, object masks known; bundled resnet20 teacher -> resnet8): on 8x8
+# digits the deepest maps are 2x2 and say nothing. 1,000 training images, 10 epochs of batch 32 finish in about a
+# minute on 2 CPU cores. AT at the CIFAR benchmark's weight (1000: these maps are CIFAR's 32x32) on top of KD.
+_SHAPES = dict(dataset="shapes", n_train=1000, epochs=10, batch_size=32)
 register_preset(
     "attention", "Attention transfer",
-    "On Attention maps the student's stage maps take the teacher's shape: in the deeper stages the "
-    "student − teacher difference all but vanishes, unlike for the student trained alone.",
-    dict(_DIGITS, methods=[{"key": "kd"}, {"key": "at", "weight": 100.0}]), compare=dict(methods=[]))
+    "On Attention maps, \"Attention inside the object\" puts a number on where each model looks: in the "
+    "deepest stage the distilled student puts as much of its attention on the object as the teacher (about "
+    "0.44 of it; chance, the mask's area, is 0.17), the student trained alone less (about 0.39).",
+    dict(_SHAPES, methods=[{"key": "kd"}, {"key": "at", "weight": 1000.0}]), compare=dict(methods=[]))
 register_preset(
     "relational", "Relational KD",
     "On Relation matrices the student's sample-to-sample similarities take the teacher's block "

@@ -1,16 +1,21 @@
 """Attention maps: where teacher and student look, per stage, on samples you pick, at any recorded epoch;
-Grad-CAM and saliency from the final models; and the mean map of every class."""
+Grad-CAM and saliency from the final models; the mean map of every class; and, where the dataset knows each
+object's mask (shapes), the share of each model's attention that falls on the object."""
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from explorer import teachers
 from explorer.app import cache as C
 from explorer.app import widgets as W
-from explorer.app.analysis import stage_pairs, subset
+from explorer.app import mask_fractions as MF
+from explorer.app.analysis import reference_name, stage_pairs, subset
 from explorer.app.form import comparison_config, find_same_run
-from explorer.analysis import at_map, class_mean_maps, gradcam, map_gap, saliency, stage_attention
+from explorer.app.runs import is_alone
+from explorer.analysis import at_map, class_mean_maps, gradcam, list_probes, map_gap, saliency, stage_attention
 from explorer.models.outputs import TapSpecs
-from explorer.plots import attention_grid, class_mean_maps_figure, distillation_comparison
+from explorer.plots import attention_grid, class_mean_maps_figure, distillation_comparison, mask_fraction_figure
 
 store = W.setup_page("Attention maps")
 st.title("Attention maps")
@@ -89,3 +94,34 @@ if run["methods"] != "none" or run["scheme"] != "offline":
                                                   f"({alone['summary'].get('test_acc', 0):.3f}), distilled student "
                                                   f"({run['summary'].get('test_acc', 0):.3f}) — Grad-CAM"),
                     key=f"att.compare.{run['id']}")
+
+# Datasets that know where the object is (shapes): how much of each map falls on it, as a number.
+run = runs[0]
+masks = MF.probe_masks(run["config"], probes[0]) if reference_name(run) == "teacher" else None
+if masks is not None:
+    st.subheader("Attention inside the object")
+    alone = None if is_alone(run) else find_same_run(store, comparison_config(run["config"]))
+    stamp = tuple(Path(p).stat().st_mtime for r in (run, alone) if r is not None for _, p in list_probes(r["run_dir"]))
+    df = C.mask_fractions(str(store.home), run["id"], alone["id"] if alone else None, stamp)
+    chance = MF.chance_level(masks)
+    st.caption("This dataset knows each object's mask, so where a model looks can be measured: each map (upsampled "
+               "to the image, scaled to sum 1) scores the share of its mass that falls inside the object. 1: all on "
+               f"the object; {chance:.2f} (dotted): the mask's mean area, what a map that ignores the image scores. "
+               f"Activation attention at every recorded epoch of the {len(probes[0]['y'])} probe samples; "
+               "Grad-CAM (hatched) of the final models for the true class.")
+    if df.empty:
+        st.info("No probe of this run could be scored against the masks.")
+    else:
+        W.chart(mask_fraction_figure(df, chance=chance), key=f"att.mask.{run['id']}")
+        table = MF.last_epoch_table(df)
+        table.index = [f"stage {int(d) + 1}" for d in table.index]
+        st.dataframe(table.round(3))
+        att = df[(df["map"] == "attention")]
+        last = att[att["epoch"] == att.groupby("model")["epoch"].transform("max")]
+        per_class = last[last["depth"] == last["depth"].max()].pivot_table(index="cls", columns="model",
+                                                                           values="fraction")
+        per_class = per_class[[m for m in MF.MODELS if m in per_class.columns]]
+        with st.expander("Per class (deepest stage, last epoch)"):
+            st.dataframe(per_class.round(3))
+        if alone is None and not is_alone(run):
+            st.caption("Train the same recipe without distillation (the preset does it) to add the student alone.")

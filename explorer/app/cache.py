@@ -122,3 +122,27 @@ def test_logits(run: dict) -> dict | None:
     if not run.get("run_dir") or not path.exists():
         return None
     return _test_logits(str(path), path.stat().st_mtime)
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the maps against the object masks…")
+def mask_fractions(home: str, run_id: str, alone_id: str | None, stamp: tuple) -> pd.DataFrame:
+    """app.mask_fractions for a run (and its student-alone run): every probe epoch's attention, and the final
+    models' Grad-CAM on the first probe's samples. stamp: the probe files' mtimes (a rewritten probe recomputes)."""
+    from ..analysis.probes import list_probes
+    from . import mask_fractions as MF
+    from .runs import is_alone
+    s = store(home)
+    run, alone = s.get_run(run_id), (s.get_run(alone_id) if alone_id else None)
+    classes = A.dataset_meta(run["config"]["dataset"], run["config"].get("data_root"))["classes"]
+    distilled = not is_alone(run)
+    df = MF.run_fractions(run, alone, classes, probe, distilled=distilled)
+    if df.empty:
+        return df
+    last = probe(list_probes(run["run_dir"])[-1][1])
+    masks = MF.probe_masks(run["config"], last)
+    mine = models(home, run_id)
+    nets = {"teacher": mine["teacher"], ("distilled student" if distilled else "student alone"): mine["student"]}
+    if alone is not None:
+        nets["student alone"] = models(home, alone_id)["student"]
+    cams = MF.gradcam_fractions(nets, last["x"], last["y"], masks, classes)
+    return pd.concat([df, cams], ignore_index=True)

@@ -169,3 +169,55 @@ def distillation_comparison(image, teacher_map, alone_map, distilled_map, opacit
     _coloraxes(fig, symmetric_limit(da, dd))
     fig.update_layout(coloraxis2=dict(colorbar=dict(title="difference")))
     return finish(fig, title, height=560)
+
+
+def mask_fraction_figure(df, chance: float | None = None,
+                         title: str | None = "Attention inside the object mask") -> go.Figure:
+    """Left: bars per stage (shallow → deep) at each model's last recorded epoch, teacher vs student alone vs
+    distilled student (activation attention; Grad-CAM bars too when the frame has map == "gradcam").
+    Right: the deepest stage's fraction over the recorded epochs, one line per model. df: the per-class rows of
+    explorer.app.mask_fractions (model, epoch, depth, stage, map, cls, fraction, n); chance: the mean mask area
+    (what a map that ignores the image scores), drawn as a dotted line."""
+    from ._style import BASELINE, STUDENT, TEACHER
+    colors = {"teacher": TEACHER, "student alone": BASELINE, "distilled student": STUDENT}
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                        subplot_titles=("per stage, last epoch", "deepest stage, over training"))
+    if len(df):
+        d = df.assign(w=df["fraction"] * df["n"])
+        s = d.groupby(["model", "epoch", "depth", "map"], as_index=False)[["w", "n"]].sum()
+        s["fraction"] = s["w"] / s["n"]
+        att = s[s["map"] == "attention"]
+        last = att[att["epoch"] == att.groupby("model")["epoch"].transform("max")]
+        cams = s[s["map"] == "gradcam"]
+        for m in colors:
+            g = last[last["model"] == m].sort_values("depth")
+            if len(g):
+                fig.add_trace(go.Bar(x=[f"stage {int(k) + 1}" for k in g["depth"]], y=g["fraction"], name=m,
+                                     marker_color=colors[m], legendgroup=m, offsetgroup=m,
+                                     hovertemplate=f"{m}<br>%{{x}}<br>inside: %{{y:.3f}}<extra>attention</extra>"),
+                              row=1, col=1)
+            c = cams[cams["model"] == m]
+            if len(c):
+                c = c[c["depth"] == c["depth"].max()]
+                fig.add_trace(go.Bar(x=["Grad-CAM (last stage)"], y=c["fraction"], name=f"{m} (Grad-CAM)",
+                                     marker_color=colors[m], marker_pattern_shape="/", legendgroup=m, offsetgroup=m,
+                                     showlegend=False,
+                                     hovertemplate=f"{m}<br>Grad-CAM<br>inside: %{{y:.3f}}<extra></extra>"),
+                              row=1, col=1)
+            deep = att[att["model"] == m]
+            if len(deep):
+                deep = deep[deep["depth"] == deep["depth"].max()].sort_values("epoch")
+                fig.add_trace(go.Scatter(x=deep["epoch"], y=deep["fraction"], mode="lines+markers", name=m,
+                                         line=dict(color=colors[m]), legendgroup=m, showlegend=False,
+                                         hovertemplate=f"{m}<br>epoch %{{x}}<br>inside: %{{y:.3f}}<extra></extra>"),
+                              row=1, col=2)
+    if chance is not None:
+        for col in (1, 2):
+            fig.add_hline(y=chance, line_dash="dot", line_color="#555", row=1, col=col,
+                          annotation_text="chance (mask area)" if col == 2 else None,
+                          annotation_position="bottom right")
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.18))
+    fig.update_yaxes(title_text="fraction of the map inside the mask", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    return finish(fig, title, height=440)
