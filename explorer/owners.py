@@ -72,15 +72,10 @@ def reap(store) -> dict[str, str]:
     owner recorded (stores written before owners were), are left alone (jobs.recover judges those).
     Returns {run_id: message} of the dead ones; where the store cannot be written (a full disk, a
     read-only copy) they are returned all the same, and readers show them interrupted unrecorded."""
-    with store._connect() as db:
-        running = db.execute("SELECT id, worker_pid, owner_start, owner_host FROM runs "
-                             "WHERE status='running' AND owner_host IS NOT NULL").fetchall()
-        dead = [r for r in running if alive(r["worker_pid"], r["owner_start"], r["owner_host"]) is False]
-        last = {r["id"]: db.execute("SELECT MAX(epoch) FROM metrics WHERE run_id=? AND scope='epoch'",
-                                    (r["id"],)).fetchone()[0] for r in dead}
+    dead = [r for r in store.owned_running_runs() if alive(r["worker_pid"], r["owner_start"], r["owner_host"]) is False]
     found = {}
     for r in dead:
-        done = f"after epoch {last[r['id']]}" if last[r["id"]] else "before its first epoch ended"
+        done = f"after epoch {r['last_epoch']}" if r["last_epoch"] else "before its first epoch ended"
         found[r["id"]] = (f"interrupted: its process (pid {r['worker_pid']}) stopped {done}. Resume it from its "
                           f"last checkpoint with `kd-explorer resume {r['id']}` (or resume it from the app).")
         try:

@@ -149,6 +149,14 @@ class Store:
         from .owners import reap
         return reap(self)
 
+    def owned_running_runs(self) -> list[dict]:
+        """Running runs with a recorded owner (explorer.owners judges them), with their last epoch ended."""
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(
+                "SELECT id, worker_pid, owner_start, owner_host, (SELECT MAX(epoch) FROM metrics m WHERE "
+                "m.run_id=runs.id AND m.scope='epoch') AS last_epoch FROM runs WHERE status='running' "
+                "AND owner_host IS NOT NULL").fetchall()]
+
     def find_completed(self, recipe_hash: str) -> dict | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE recipe_hash=? AND status='completed' ORDER BY created DESC",

@@ -28,11 +28,9 @@ def test_masks(cfg: Mapping) -> torch.Tensor | None:
 
 @lru_cache(maxsize=4)
 def _test_masks(name: str, root: str | None, image_size: int | None) -> torch.Tensor | None:
-    from ..data import get_dataset_spec
-    from ..data.loader import _read_cached   # the raw read, cached per process: no split, no copy to a device
+    from ..data.loader import read_raw   # no split, no copy to a device
     try:
-        spec = get_dataset_spec(name)
-        raw = _read_cached(name, root if root is not None else spec.default_root, image_size)
+        raw = read_raw(name, root, image_size)
     except (KeyError, OSError, ValueError):
         return None
     masks = (raw.extras or {}).get("test_masks")

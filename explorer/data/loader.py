@@ -157,11 +157,14 @@ def _read_cached(name: str, root: str | None, image_size: int | None) -> RawData
     return get_dataset_spec(name).reader(root=root, image_size=image_size)
 
 
+def read_raw(name: str, root: str | None = None, image_size: int | None = None) -> RawData:
+    """A registered dataset as its reader returns it (cached per process): no split, nothing on a device."""
+    if root is None:
+        root = get_dataset_spec(name).default_root
+    return _read_cached(name, root, image_size)
+
+
 def load_dataset(name: str = "digits", root: str | None = None, n_train: int | None = None,
                  device: str | torch.device = "cpu", image_size: int | None = None) -> Dataset:
     """Read (cached per process), split and move a registered dataset to `device`."""
-    spec = get_dataset_spec(name)
-    if root is None and spec.default_root is not None:
-        root = spec.default_root
-    raw = _read_cached(name, root, image_size)
-    return Dataset(spec, raw, n_train, torch.device(device))
+    return Dataset(get_dataset_spec(name), read_raw(name, root, image_size), n_train, torch.device(device))
