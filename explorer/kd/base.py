@@ -26,6 +26,8 @@ class Outputs:
     stages: list[torch.Tensor] = field(default_factory=list)   # post-activation, shallow -> deep
     preact: list[torch.Tensor] = field(default_factory=list)   # same stages before their last ReLU
     embedding: torch.Tensor | None = None                     # (B, D) penultimate feature
+    attentions: list[torch.Tensor] = field(default_factory=list)  # transformers: (B, heads, N, N) per block
+    values: list[torch.Tensor] = field(default_factory=list)      # transformers: (B, heads, N, d_head) per block
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Method(nn.Module):
     paper: ClassVar[Paper]
     equation: ClassVar[str]           # LaTeX of what forward() computes
     hparams: ClassVar[tuple[HParam, ...]] = ()
-    needs: ClassVar[frozenset[str]] = frozenset({"logits"})   # logits | stages | preact | embedding
+    needs: ClassVar[frozenset[str]] = frozenset({"logits"})   # logits|stages|preact|embedding|attention|values
     default_weight: ClassVar[float] = 1.0
     default_ce_weight: ClassVar[float] = 1.0   # CE weight of the CRD benchmark's standalone recipe
     convention: ClassVar[str] = ""    # which reference convention (reduction, scaling) is followed

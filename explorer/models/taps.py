@@ -3,9 +3,14 @@
 A tap spec is a module name as in `model.named_modules()` ("layer2", "layer3.4.relu"),
 optionally suffixed ":in" to record the module's input instead of its output -- used for
 pre-activation features: the input of a block's final ReLU.
+
+Transformers: a model that sets `kd_prefix_tokens` (the class/distillation tokens before the patch tokens) has
+every 3-D token tap (B, N, C) returned as a (B, C, h, w) map of its patch tokens, so spatial methods and pages
+work on it unchanged; attention taps (B, heads, N, N) are returned as they are.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -39,7 +44,7 @@ def tap(model: nn.Module, specs: list[str] | tuple[str, ...]):
 
     Accessing a spec whose hook never fired raises TapError naming it.
     """
-    feats = TapResult(specs)
+    feats = TapResult(specs, getattr(model, "kd_prefix_tokens", None))
     handles = []
     for spec in dict.fromkeys(specs):
         module, want_input = _resolve(model, spec)
@@ -54,14 +59,26 @@ def tap(model: nn.Module, specs: list[str] | tuple[str, ...]):
             h.remove()
 
 
+def tokens_to_map(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    """(B, prefix + h*w, C) tokens -> (B, C, h, w): the patch tokens laid out on their square grid."""
+    b, n, c = tokens.shape
+    side = math.isqrt(n - prefix)
+    if side * side != n - prefix:
+        raise TapError(f"{n - prefix} patch tokens (after {prefix} prefix tokens) do not form a square grid")
+    return tokens[:, prefix:].transpose(1, 2).reshape(b, c, side, side)
+
+
 class TapResult(dict):
-    def __init__(self, specs):
+    def __init__(self, specs, prefix_tokens: int | None = None):
         super().__init__()
         self.specs = tuple(specs)
+        self.prefix_tokens = prefix_tokens
 
     def store(self, spec: str, value):
         if isinstance(value, (tuple, list)):
             value = value[0]
+        if self.prefix_tokens is not None and value.dim() == 3:
+            value = tokens_to_map(value, self.prefix_tokens)
         self[spec] = value
 
     def __missing__(self, spec):
