@@ -26,6 +26,15 @@ class Paper:
         first = self.authors.split(",")[0].strip()
         return f"{first} et al., {self.venue} {self.year}" + (f" (arXiv:{self.arxiv})" if self.arxiv else "")
 
+    def describe(self) -> dict:
+        """The paper's fields as a method's or scheme's describe() lists them."""
+        return {"paper": self.title, "authors": self.authors, "year": self.year, "venue": self.venue,
+                "arxiv": self.arxiv}
+
+    @staticmethod
+    def describe_none() -> dict:
+        return {"paper": "", "authors": "", "year": None, "venue": "", "arxiv": ""}
+
 
 # kinds beyond the scalar ones (bool, int, float, str), for RunConfig's structured fields
 STRUCTURED = {"names": "a list of module names, e.g. [layer1, layer2, layer3]",

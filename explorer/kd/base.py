@@ -131,9 +131,8 @@ class Method(nn.Module):
     @classmethod
     def describe(cls) -> dict:
         return {
-            "key": cls.key, "name": cls.name, "category": cls.category,
-            "paper": cls.paper.title, "authors": cls.paper.authors, "year": cls.paper.year,
-            "venue": cls.paper.venue, "arxiv": cls.paper.arxiv, "equation": cls.equation,
+            "key": cls.key, "name": cls.name, "category": cls.category, **cls.paper.describe(),
+            "equation": cls.equation,
             "needs": sorted(cls.needs), "default_weight": cls.default_weight,
             "default_ce_weight": cls.default_ce_weight, "convention": cls.convention, "notes": cls.notes,
             "hparams": [h.describe() for h in cls.hparams], "init_stage": cls.init_stage,

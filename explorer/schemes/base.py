@@ -109,11 +109,9 @@ class Scheme(nn.Module):
 
     @classmethod
     def describe(cls) -> dict:
-        p = cls.paper
         return {
             "key": cls.key, "name": cls.name, "category": cls.category,
-            "paper": p.title if p else "", "authors": p.authors if p else "", "year": p.year if p else None,
-            "venue": p.venue if p else "", "arxiv": p.arxiv if p else "", "equation": cls.equation,
+            **(cls.paper.describe() if cls.paper else Paper.describe_none()), "equation": cls.equation,
             "needs_teacher": cls.needs_teacher, "uses_methods": cls.uses_methods, "notes": cls.notes,
             "hparams": [h.describe() for h in cls.hparams],
         }
