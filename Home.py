@@ -13,4 +13,5 @@ st.navigation([
     st.Page("pages/6_Logits_and_calibration.py", title="Logits and calibration", icon=":material/bar_chart:"),
     st.Page("pages/7_Embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/8_Benchmark.py", title="Benchmark", icon=":material/leaderboard:"),
+    st.Page("pages/9_Language_models.py", title="Language models", icon=":material/text_fields:"),
 ]).run()

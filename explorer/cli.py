@@ -26,8 +26,9 @@ def _progress_printer(json_mode: bool):
         elif e.kind in ("epoch", "teacher_epoch"):
             who = "teacher " if e.kind.startswith("teacher") else ""
             terms = " ".join(f"{k[6:]}={val:.4f}" for k, val in v.items() if k.startswith("train/") and k != "train/acc")
-            print(f"  {who}epoch {e.epoch:>3}  {terms}  train_acc={v['train/acc']:.3f}  val_acc={v['val/acc']:.3f}  "
-                  f"{v['images_per_s']:.0f} img/s", file=sys.stderr, flush=True)
+            lm = "".join(f"  val_{k}={v[f'val/{k}']:.3f}" for k in ("ppl", "agree") if f"val/{k}" in v)   # text runs
+            print(f"  {who}epoch {e.epoch:>3}  {terms}  train_acc={v['train/acc']:.3f}  val_acc={v['val/acc']:.3f}{lm}  "
+                  f"{v['images_per_s']:.0f} {'tokens' if lm else 'img'}/s", file=sys.stderr, flush=True)
         elif e.kind == "start":
             t = f"teacher {v['teacher']} (test acc {v['teacher_acc']:.3f}) -> " if v.get("teacher_acc") is not None else ""
             print(f"[{e.run_id}] {t}student {v['student']} on {v['n_train']} images, {v['epochs']} epochs, "
@@ -83,16 +84,23 @@ def cmd_resume(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .store import Store
-    df = Store().runs_df()
+    """The newest runs (filtered, limited in SQL: no pandas, no torch), oldest of them first."""
+    from .store import RunQuery, Store
+    from .store_queries import records, text_table
+    store = Store()
+    limit = args.limit if args.limit is not None else 0 if args.json else 50   # 0: every run
+    query = RunQuery(statuses=tuple(args.status), datasets=tuple(args.dataset), search=args.search, limit=limit or None)
+    rows = records(store.query_runs(query)[::-1])
     if args.json:
-        print(df.to_json(orient="records", date_format="iso"))
-    elif df.empty:
-        print("no runs yet: try `kd-explorer run`")
+        print(json.dumps(rows))
+    elif not rows:
+        print("no runs match" if store.count_runs() else "no runs yet: try `kd-explorer run`")
     else:
-        cols = [c for c in ("id", "role", "status", "dataset", "teacher", "student", "scheme", "methods", "test_acc",
-                            "teacher_acc", "seconds") if c in df]
-        print(df[cols].to_string(index=False))
+        print(text_table(rows, ["id", "role", "status", "dataset", "teacher", "student", "scheme", "methods",
+                                "test_acc", "teacher_acc", "seconds"]))
+        total = store.count_runs(query)
+        if total > len(rows):
+            print(f"(the newest {len(rows)} of {total} runs; --limit N shows more, --limit 0 all)")
     return 0
 
 
@@ -159,6 +167,13 @@ LISTINGS = {
 
 def cmd_list(args) -> int:
     _, rows, line = LISTINGS[args.command]
+    if getattr(args, "timm", None) is not None:   # models --timm [FILTER]: timm's names (each usable as timm:NAME)
+        from .models.timm_models import list_names
+        try:
+            rows, line = list_names(args.timm).copy, str
+        except ValueError as e:   # timm not installed: how to install it
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     items = rows()
     print(json.dumps(items) if args.json else "\n".join(map(line, items)))
     return 0
@@ -179,6 +194,11 @@ def cmd_download(args) -> int:
         return EXIT_FAILED
     print(f"{args.dataset} is in {folder}; use --dataset {args.dataset} --data-root {args.folder}")
     return 0
+
+
+def cmd_tune(args) -> int:
+    from .tune import main
+    return main(args)
 
 
 def cmd_bench(args) -> int:
@@ -202,13 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("resume", cmd_resume, "resume an interrupted run from its last checkpoint")
     r.add_argument("run")
     add_custom_code_flag(r)
-    command("runs", cmd_runs, "list recorded runs")
+    from .store import STATUSES   # (sqlite only)
+    r = command("runs", cmd_runs, "list recorded runs (the newest 50; --json: all)")
+    r.add_argument("--limit", type=int, default=None, help="at most this many, the newest (0: all)")
+    r.add_argument("--status", action="append", default=[], choices=STATUSES, help="only these (repeatable)")
+    r.add_argument("--dataset", action="append", default=[], help="only these (repeatable)")
+    r.add_argument("--search", default="", help="text in the name, id, dataset, models, methods or message")
     command("show", cmd_show, "one run: config, summary, per-epoch metrics").add_argument("run")
     command("cancel", cmd_cancel, "ask a running run to stop (it keeps its partial record)", json=False).add_argument("run")
     command("doctor", cmd_doctor, "check the store and every run's files; --repair moves a damaged store aside "
             "(kept as runs.sqlite.broken-<time>) and starts a fresh one").add_argument("--repair", action="store_true")
-    for name, (what, _, _) in LISTINGS.items():
-        command(name, cmd_list, f"list {what}")
+    listings = {name: command(name, cmd_list, f"list {what}") for name, (what, _, _) in LISTINGS.items()}
+    listings["models"].add_argument("--timm", nargs="?", const="", metavar="FILTER", help="list timm's models "
+                                    "instead, as timm:NAME (timm.list_models(FILTER): 'resnet*', or a word in the name)")
     r = command("app", cmd_app, "start the Streamlit app (localhost)", json=False)
     r.add_argument("--host", default=None, help="the address to listen on (default: STREAMLIT_SERVER_ADDRESS, "
                    "else the app's .streamlit/config.toml: 127.0.0.1, this machine only)")
@@ -220,18 +246,27 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("download", cmd_download, "fetch the CIFAR python batches once (checksum-verified)", json=False)
     r.add_argument("dataset", choices=["cifar10", "cifar100"])
     r.add_argument("folder")
-    command("bench", cmd_bench, "benchmarks: methods | schemes | throughput | protocol (see `kd-explorer bench methods -h`)",
+    from .tune import add_args as add_tune_args   # argparse and the tune module's constants only
+    add_tune_args(command("tune", cmd_tune, "choose a method's or scheme's weight and main hyperparameter on a "
+                          "validation split of the training data; writes data/tuned/<dataset>.yaml"))
+    command("bench", cmd_bench, "benchmarks: methods | schemes | throughput | protocol (see `kd-explorer bench methods -h`; "
+            "--executor ray runs a grid on a Ray cluster, docs/ray.md)",
             json=False).add_argument("bench_args", nargs=argparse.REMAINDER)
     return p
 
 
+def _checkpoint_error() -> type:
+    """explorer.checkpoints' CheckpointError, where the command loaded it (it imports torch; `runs` does not)."""
+    loaded = sys.modules.get(f"{__package__}.checkpoints")
+    return loaded.CheckpointError if loaded else ConfigError
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoints import CheckpointError
     from .errors import RunFailed, StoreError, scrub   # a damaged store, a full disk; resume from a bad checkpoint
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, KeyError, FileNotFoundError, StoreError, RunFailed) as e:
+    except (ConfigError, _checkpoint_error(), KeyError, FileNotFoundError, StoreError, RunFailed) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {scrub(msg)}", file=sys.stderr)
         return EXIT_FAILED if isinstance(e, (StoreError, RunFailed)) else EXIT_USAGE

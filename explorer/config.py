@@ -68,6 +68,10 @@ class RunConfig:
                                        label="Knowledge terms", help="knowledge terms, e.g. kd+at")
     ce_weight: float | None = option(optional=True, low=0.0, high=1e3, kind="float", label="CE weight",
                                      help="weight of the cross-entropy (empty = the methods' benchmark default: KD 0.1, else 1)")
+    defaults: str | None = option(optional=True, choices=("tuned", "benchmark"), label="Defaults",
+                                  help="the unset weights and hyperparameters: tuned = the dataset's data/tuned/ values "
+                                       "(`kd-explorer tune`), benchmark = the published ones; empty = tuned where "
+                                       "the dataset has them")
     # optimisation
     epochs: int | None = option(optional=True, low=1, high=10_000, kind="int", label="Epochs",
                                 help="empty = the dataset's recipe")

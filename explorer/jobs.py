@@ -39,13 +39,15 @@ RESUMABLE = ("interrupted", "failed", "cancelled")
 # ---------------------------------------------------------------------- the API the app calls
 def submit(config: RunConfig | dict, store: Store | None = None) -> str:
     """Queue a run (resolved, so the stored config reproduces it) and make sure a worker serves it."""
+    from .executors import check_available, default_executor
+    check_available(default_executor())   # an unknown KD_EXPLORER_EXECUTOR, or ray without Ray: before queueing
     store = store or Store()
     cfg = resolve(config)
-    device = device_key(cfg.device)
     run_id = store.create_run(cfg.to_dict(), status="queued",
                               recipe_hash=recipe_hash(cfg) if cfg.role == "teacher" else None)
+    device, server = queue_of(run_id, cfg.device)
     store.update_run(run_id, device=device, queued_at=time.time(), resume=0)
-    ensure_worker(device, store)
+    ensure_worker(server, store)
     return run_id
 
 
@@ -66,10 +68,10 @@ def resume(run_id: str, store: Store | None = None) -> str:
     """Re-queue an interrupted, failed or cancelled run; the worker continues it from its last checkpoint."""
     store = store or Store()
     run = store.get_run(run_id)
-    device = device_key(run["config"].get("device", "auto"))
+    device, server = queue_of(run["id"], run["config"].get("device", "auto"))
     if not store.requeue(run["id"], device, RESUMABLE):
         raise ValueError(f"run {run['id']} is {run['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
-    ensure_worker(device, store)
+    ensure_worker(server, store)
     return run["id"]
 
 
@@ -112,7 +114,8 @@ def recover(store: Store | None = None) -> list[str]:
         if store.mark_interrupted(run["id"], run["worker_pid"], msg):   # only if nobody changed it meanwhile
             marked.append(run["id"])
     # after the checks above released any lock they probed, so a submit racing with us is served too
-    for device in sorted({r["device"] for r in store.list_runs(status="queued") if r["queued_at"] is not None}):
+    queued = {r["device"] for r in store.list_runs(status="queued") if r["queued_at"] is not None}
+    for device in sorted({"ray" if d.startswith("ray:") else d for d in queued}):   # ray_executor's queues
         ensure_worker(device, store)
     return marked
 
@@ -148,6 +151,16 @@ def ensure_worker(device: str = "cpu", store: Store | None = None) -> int | None
         os.close(fd)   # the child's copy keeps the lock held
 
 
+def queue_of(run_id: str, device: str) -> tuple[str, str]:
+    """(the run's queue, the worker serving it): its device's, or under KD_EXPLORER_EXECUTOR=ray a queue of
+    its own served by the one dispatcher that hands runs to the Ray cluster (explorer.ray_executor)."""
+    from .executors import default_executor
+    if default_executor() == "ray":
+        from .ray_executor import RAY_QUEUE, queue_key
+        return queue_key(run_id), RAY_QUEUE
+    return device_key(device), device_key(device)
+
+
 def device_key(name: str) -> str:
     """The queue a config's device belongs to: 'auto' resolved here, 'cuda' = 'cuda:0'. Never raises:
     an unavailable device fails in the worker with the trainer's message."""
@@ -168,6 +181,10 @@ def worker(device: str, lock_fd: int | None = None, idle_exit_s: float = IDLE_EX
             _log(f"another worker serves {device} (pid {_read_pid(_lock_path(store.home, device))}); exiting")
             return 0
     _write_pid(lock_fd, os.getpid())
+    if device == "ray":   # not a device: the dispatcher of the Ray executor's queues
+        from .ray_executor import serve
+        _log(f"worker {os.getpid()} hands queued runs to the Ray cluster (home {store.home})")
+        return serve(store, lock_fd, idle_exit_s)
     if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # leave one core to the app and the browser: on 2 cores, a 2-thread worker that shares a core
         # with them runs 3-5x slower than a 1-thread one (OpenMP threads wait on a descheduled partner)

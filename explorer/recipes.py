@@ -19,13 +19,15 @@ from .custom_code import custom_model_factory, is_custom
 from .data import DATASETS, get_dataset_spec
 from .errors import ConfigError
 from .kd import METHODS, get_method
-from .models import MODELS
+from .models import MODELS, timm_models
 from .schemes import SCHEMES, get_scheme
 from .spec import not_allowed
 from .speed import auto_teacher_dtype
+from .tuned import apply_defaults
 
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "schemes": SCHEMES, "methods": METHODS}
-TEACHER_RECIPE_OPTIONS = ("schedule", "momentum", "weight_decay")   # a dataset recipe may fix these for its teachers
+# a dataset recipe may fix these for its teachers (the text datasets' recipes name their optimiser: AdamW)
+TEACHER_RECIPE_OPTIONS = ("schedule", "momentum", "weight_decay", "optimizer")
 RECIPE_KEYS = ("dataset", "data_root", "image_size", "augment", "student", "epochs", "batch_size", "optimizer", "lr",
                "momentum", "weight_decay", "schedule", "seed")
 
@@ -41,6 +43,8 @@ def resolve(config: RunConfig | dict, allow_custom_code: bool = False) -> RunCon
         cfg = RunConfig.from_dict(config, allow_custom_code)
     check_registries(cfg)
     _fill_defaults(cfg)
+    _check_scheme_config(cfg)
+    _check_modality(cfg)
     _check_data_root(cfg)
     check_pairing(cfg)
     cfg.resolved = True
@@ -57,6 +61,11 @@ def check_registries(cfg: RunConfig) -> None:
         if is_custom(value):
             try:
                 custom_model_factory(value)
+            except ValueError as e:
+                raise ConfigError(name, str(e)) from None
+        elif spec.registry == "models" and timm_models.is_timm(value):   # any timm model: timm_models says why not
+            try:
+                timm_models.check(value)
             except ValueError as e:
                 raise ConfigError(name, str(e)) from None
         elif value not in REGISTRIES[spec.registry]:
@@ -79,6 +88,59 @@ def check_registries(cfg: RunConfig) -> None:
             specs[name].check(value, f"methods[{i}].params.{name}")
     _check_teacher_fast_path(cfg)
     _check_dot(cfg)
+
+
+def _check_scheme_config(cfg: RunConfig) -> None:
+    """A scheme's own check of the filled config, where it declares one (`check_config`, e.g. DeiT's student
+    must have a distillation token); it raises ConfigError naming the field."""
+    check = getattr(get_scheme(cfg.scheme), "check_config", None)
+    if check is not None and cfg.role == "distill":
+        check(cfg)
+
+
+# schemes that cannot run on token windows: they make or transform images (dafl, deepinversion, crossmodal), use an
+# image model's class token or pooled classifier (deit, one, byot), build extra models from the image shape (takd,
+# mtkd_avg, camkd) or keep one prediction per image (cskd, pskd). offline, seqkd, onpolicy, dml, kdcl, tfkd and
+# adversarial run on text (each tried on pydoc).
+IMAGE_ONLY_SCHEMES = ("dafl", "deepinversion", "crossmodal", "deit", "one", "byot", "takd", "mtkd_avg", "camkd",
+                      "cskd", "pskd")
+MAP_NEEDS = frozenset({"stages", "preact"})   # image feature maps (B, C, H, W); text stages are (B, T, C) tokens
+
+
+def _check_modality(cfg: RunConfig) -> None:
+    """A text dataset needs sequence models, and methods and schemes that do not need images; an image dataset
+    refuses sequence models. Said before the run, naming the field."""
+    from .models.sequence import is_sequence_arch
+    text = get_dataset_spec(cfg.dataset).modality == "text"
+    for field in ("student", "teacher"):
+        arch = getattr(cfg, field)
+        if arch is None or is_custom(arch) or timm_models.is_timm(arch):
+            if text and arch is not None and timm_models.is_timm(arch):
+                raise ConfigError(field, f"{arch} is an image model; {cfg.dataset} is text: use a gpt_* model")
+            continue
+        if field == "teacher" and cfg.role == "teacher":
+            continue
+        seq = is_sequence_arch(arch)
+        if seq != text:
+            raise ConfigError(field, f"{arch} is {'a language' if seq else 'an image'} model and {cfg.dataset} is "
+                              f"{'text' if text else 'images'}: choose "
+                              + (f"a gpt_* model (e.g. {get_dataset_spec(cfg.dataset).default_student})" if text
+                                 else "an image model"))
+    if text and cfg.probe_epochs and cfg.probe_size:
+        raise ConfigError("probe_epochs", "text runs record no probes (a probe holds image samples); the Language "
+                          "models page computes its views from the run's final models: leave probe_epochs empty")
+    if not text or cfg.role != "distill":
+        return
+    if cfg.scheme in IMAGE_ONLY_SCHEMES:
+        raise ConfigError("scheme", f"{cfg.scheme} is for images (it makes or transforms them, splits an image model "
+                          f"or keeps one prediction per image) and {cfg.dataset} is text; choose offline, seqkd, "
+                          "onpolicy, dml, kdcl, tfkd or adversarial")
+    for i, term in enumerate(cfg.methods):
+        needs = get_method(term.key).needs & MAP_NEEDS
+        if needs:
+            raise ConfigError(f"methods[{i}]", f"{term.key} reads image feature maps ({', '.join(sorted(needs))}); "
+                              f"{cfg.dataset} is text, whose blocks give (B, T, C) token states. Use a logit "
+                              "method (kd, rkl, gkd, dkd, ...), an embedding one (rkd, pkt, ...) or minilm")
 
 
 def _check_dataset_fields(cfg: RunConfig) -> None:
@@ -155,10 +217,11 @@ def _check_teacher_fast_path(cfg: RunConfig) -> None:
     for fname, on in (("teacher_cache", cfg.teacher_cache), ("teacher_dtype", cfg.teacher_dtype == "bfloat16")):
         if not on or cfg.role == "teacher":
             continue
-        if cfg.scheme != "offline":
+        if cfg.scheme not in ("offline", "deit"):   # deit's loss reads only its frozen teacher's logits too
             raise ConfigError(fname, f"applies to the offline scheme's frozen teacher only, not {cfg.scheme!r}; "
                               "turn it off for this scheme")
-        feature = [t.key for t in cfg.methods if not get_method(t.key).needs <= {"logits"}]
+        feature = [t.key for t in cfg.methods if not get_method(t.key).needs <= {"logits"}] \
+            if cfg.scheme == "offline" else []
         if feature:
             raise ConfigError(fname, f"works with methods that read only the teacher's logits; {', '.join(feature)} "
                               "read its features. Turn it off, or use response methods (kd, dkd, ...)")
@@ -181,15 +244,16 @@ def _fill_defaults(cfg: RunConfig) -> None:
     r = spec.recipe
     if cfg.role == "teacher":
         cfg.methods = []   # a teacher learns from labels alone
+    apply_defaults(cfg)   # tuned | benchmark: the methods' and scheme's unset weights and hyperparameters
     cfg.teacher = cfg.teacher or spec.default_teacher
     cfg.student = cfg.student or spec.default_student
     cfg.epochs = cfg.epochs or r["epochs"]
     cfg.teacher_epochs = cfg.teacher_epochs or r["teacher_epochs"]
     cfg.batch_size = cfg.batch_size or r["batch_size"]
-    if cfg.lr is None:
-        cfg.lr = r["lr"] if cfg.optimizer in ("sgd", "dot") else 1e-3
-    if cfg.probe_epochs is None:
-        cfg.probe_epochs = sorted({0, cfg.epochs // 4, cfg.epochs // 2, cfg.epochs})
+    if cfg.lr is None:   # the recipe's lr is for SGD, unless the recipe names its own optimiser (text: AdamW)
+        cfg.lr = r["lr"] if cfg.optimizer in ("sgd", "dot") or cfg.optimizer == r.get("optimizer") else 1e-3
+    if cfg.probe_epochs is None:   # text runs: the language-model page computes its views from the models
+        cfg.probe_epochs = [] if spec.modality == "text" else sorted({0, cfg.epochs // 4, cfg.epochs // 2, cfg.epochs})
     if cfg.data_root is None and spec.default_root:
         cfg.data_root = spec.default_root
     if cfg.teacher_dtype == "auto":   # stored resolved, so the run says what it did

@@ -16,7 +16,7 @@ CHECKOUT = PACKAGE.parent
 INSTALLED = PACKAGE / "_app"      # in a built wheel only
 # the files the app needs at run time, as globs relative to the checkout root (kept in that layout in a wheel)
 APP_FILES = ("Home.py", "pages/*.py", ".streamlit/config.toml", "data/teachers/*.pt", "data/teachers/*.json",
-             "data/published/*.yaml")
+             "data/published/*.yaml", "data/text/*.txt.gz", "data/text/SOURCE.md", "data/tuned/*.yaml")
 
 
 def app_root() -> Path:

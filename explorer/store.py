@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import is_disk_full
+from . import store_queries as Q
+from .store_queries import RunQuery, as_reaped as _as_reaped, decode as _decode  # noqa: F401  (for callers)
 from .storefile import DAMAGE_FIX, StoreDamaged, StoreFile, StoreFull, schema_of  # noqa: F401  (errors re-exported)
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
@@ -260,26 +262,26 @@ class Store:
             rows = db.execute("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY created", (run_id,)).fetchall()
         return {r["name"]: r["path"] for r in rows}
 
+    # ------------------------------------------------------------------ listing (store_queries.py: SQL paging)
+    def query_runs(self, query: RunQuery | None = None, **filters) -> list[dict]:
+        """The runs matching a RunQuery (or its fields as keywords), filtered, sorted and paged in SQL."""
+        return Q.query_runs(self, query or RunQuery(**filters))
+
+    def count_runs(self, query: RunQuery | None = None, **filters) -> int:
+        """How many runs match (the query's limit and offset aside); no arguments: every run."""
+        return Q.count_runs(self, query or (RunQuery(**filters) if filters else None))
+
+    def distinct(self, column: str) -> list[str]:
+        """The values of dataset, student, scheme, status or role present in the store, sorted."""
+        return Q.distinct(self, column)
+
     # ------------------------------------------------------------------ notebook views
     def runs_df(self):
-        import pandas as pd
-        runs = self.list_runs()
-        rows = [{k: r[k] for k in ("id", "name", "role", "status", "dataset", "teacher", "student", "scheme",
-                                   "methods", "created", "message")} | _flat_summary(r["summary"]) for r in runs]
-        df = pd.DataFrame(rows)
-        if not df.empty:
-            df["created"] = pd.to_datetime(df["created"], unit="s")
-        return df
+        return Q.runs_df(self)
 
     def metrics_df(self, run_ids: str | Iterable[str], scope: str = "epoch"):
         """Long format: run, epoch, step, name, value (pivot for wide)."""
-        import pandas as pd
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        frames = [pd.DataFrame(self.metrics(self.get_run(i)["id"], scope)) for i in ids]
-        frames = [f for f in frames if not f.empty]
-        if not frames:
-            return pd.DataFrame(columns=["run_id", "scope", "epoch", "step", "name", "value", "time"])
-        return pd.concat(frames, ignore_index=True)
+        return Q.metrics_df(self, run_ids, scope)
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
@@ -289,6 +291,11 @@ def _create_schema(db: sqlite3.Connection) -> None:
     _retry_locked(lambda: db.execute("PRAGMA journal_mode").fetchone()[0].lower() in ("wal", "memory")
                   or db.execute("PRAGMA journal_mode=WAL"))
     _retry_locked(lambda: db.executescript(_SCHEMA))
+    try:   # the listing's indexes (an older store gets them here); without them it is slower, not wrong
+        _retry_locked(lambda: db.executescript(Q.INDEXES))
+    except sqlite3.OperationalError as e:
+        if not any(t in str(e).lower() for t in ("readonly", "disk is full", "disk i/o")):
+            raise
     have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
     for col, decl in (("queued_at", "REAL"), ("resume", "INTEGER DEFAULT 0"),   # stores made before jobs
                       ("teacher_ref", "TEXT"),                                 # ... and before teachers.py
@@ -324,25 +331,3 @@ def _retry_locked(action, seconds: float = 60.0):
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _as_reaped(run: dict, dead: dict[str, str]) -> dict:
-    """The run as readers see it: interrupted if its owner died (even where the store could not record that)."""
-    if run["status"] == "running" and run["id"] in dead:
-        run.update(status="interrupted", message=dead[run["id"]])
-    return run
-
-
-def _decode(row: sqlite3.Row, path: Path | None = None) -> dict:
-    d = dict(row)
-    try:
-        d["config"] = json.loads(d["config"]) if d.get("config") else {}
-        d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
-    except ValueError as e:   # bytes changed inside a record that sqlite itself still reads
-        raise StoreDamaged(f"the run store {path} is damaged: the record of run {d.get('id')!r} is not valid "
-                           f"({e}). Fix: {DAMAGE_FIX}") from None
-    return d
-
-
-def _flat_summary(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}

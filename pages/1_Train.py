@@ -1,10 +1,12 @@
 """Train: choose data, teacher, student, scheme and knowledge terms (widgets from the registries), launch a
 job, and watch it live (each loss term, accuracy, images/s, ETA) with the queue beside it."""
+from dataclasses import replace
+
 import streamlit as st
 import torch
 import yaml
 
-from explorer import teachers
+from explorer import teachers, tuned
 from explorer.app import form as F
 from explorer.app import live
 from explorer.app.roots import allowed_or_none
@@ -33,10 +35,63 @@ if prefill is None and qp and st.session_state.get("_applied_query") != qp:   # 
                    method_preset(qp["method"]) if "method" in qp else scheme_preset(qp["scheme"]))
     except KeyError as e:
         st.warning(str(e))
-if prefill is None and K + "dataset" not in st.session_state:
-    prefill = preset_configs(DEFAULT_PRESET)[0]     # a first visit shows the default experiment
+ORIGIN = "train_origin"      # the run whose config a new tab's form started from (shown until another prefill)
+if prefill is None and K + "dataset" not in st.session_state:   # a new tab: the store's last launch, if any
+    last = F.last_launched(store)
+    try:
+        if last is not None:
+            st.session_state.update(F.form_state(F.as_chosen(last["config"])))
+            st.session_state[ORIGIN] = last["name"]
+    except (ValueError, KeyError, TypeError):       # a method or dataset gone since: the default experiment
+        last = None
+    if last is None:
+        prefill = preset_configs(DEFAULT_PRESET)[0]     # a first visit on an empty store: the default experiment
 if prefill is not None:
+    st.session_state.pop(ORIGIN, None)
     st.session_state.update(F.form_state(prefill))
+
+
+def _to_default_preset():
+    st.session_state["train_prefill"] = preset_configs(DEFAULT_PRESET)[0]
+
+
+if st.session_state.get(ORIGIN):
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    c1.caption(f"The form starts from your last launch: **{st.session_state[ORIGIN]}** (the run store's newest "
+               "run; change anything below, or start again from the default experiment).")
+    c2.button("Default preset", key="train.to_default", on_click=_to_default_preset, icon=":material/restart_alt:",
+              help="fill the form with the default experiment instead")
+
+
+def _model_field(name: str, where, models) -> str:
+    """The zoo's models in a picker, and under it any timm model by name (`timm:NAME`), checked live by the
+    same resolver as every field (its error shows beside the picker)."""
+    arch = W.field_widget(name, where, F.model_options(models, st.session_state.get(K + name)))
+    where.text_input("… or a timm model by name", key=K + name + ".other", placeholder="timm:resnet10t",
+                     on_change=F.use_named_model, args=(st.session_state, name),
+                     help="any timm model as timm:NAME (options after ?, e.g. timm:vit_tiny_patch16_224?patch_size=4"
+                          "), random init unless its weights are in your local cache; press Enter to use it")
+    return arch
+
+
+def _defaults_changed():
+    """Tuned <-> benchmark: the methods' widgets start again from the chosen values."""
+    for k in [k for k in st.session_state if k.startswith((K + "w.", K + "hp.", K + "sp."))]:
+        del st.session_state[k]
+
+
+def _defaults_choice(dataset: str, scheme: str, methods: list[str]) -> None:
+    """Which defaults the knowledge terms start from, and what that means for these settings."""
+    settings = {"dataset": dataset, "scheme": scheme, "methods": methods}
+    choices = tuned.defaults_choices(settings)
+    if st.session_state.get(K + "defaults") not in choices:
+        st.session_state[K + "defaults"] = choices[0]
+    W.field_widget("defaults", None, choices, on_change=_defaults_changed,
+                   format_func=lambda c: {"tuned": f"tuned for {dataset}", "benchmark": "benchmark (published)"}[c])
+    if st.session_state[K + "defaults"] == "benchmark" and "tuned" in choices:
+        st.caption("benchmark: the published values (the values tuned for this dataset are one click away)")
+    else:
+        st.caption(tuned.defaults_label(settings))
 
 
 def _dataset_changed():
@@ -114,10 +169,10 @@ with form:
                                    f"{by_id[i]['summary'].get('test_acc', float('nan')):.3f}", key=K + "teacher_run")
                 st.session_state[K + "teacher"], st.session_state[K + "teacher_ckpt"] = F.teacher_from_run(store, rid)
         else:
-            if st.session_state.get(K + "teacher") not in models:
+            if st.session_state.get(K + "teacher") not in models and not F.is_named_model(st.session_state.get(K + "teacher")):
                 st.session_state[K + "teacher"] = spec.default_teacher
             c1, c2 = st.columns(2)
-            arch = W.field_widget("teacher", c1, models)
+            arch = _model_field("teacher", c1, models)
             n = F.model_params(arch, dataset, root)
             c2.caption(f"{n / 1e3:,.0f}k parameters" if n else "")
             if source == "train":
@@ -142,10 +197,10 @@ with form:
 
     # ------------------------------------------------------------ 3 student
     st.markdown("#### 3 · Student")
-    if st.session_state.get(K + "student") not in models:
+    if st.session_state.get(K + "student") not in models and not F.is_named_model(st.session_state.get(K + "student")):
         st.session_state[K + "student"] = spec.default_student
     c1, c2 = st.columns(2)
-    student = W.field_widget("student", c1, models)
+    student = _model_field("student", c1, models)
     n = F.model_params(student, dataset, root)
     c2.caption(f"{n / 1e3:,.1f}k parameters" if n else "")
 
@@ -157,10 +212,12 @@ with form:
     sinfo = get_scheme(scheme).describe()
     if sinfo["notes"]:
         st.caption(sinfo["notes"])
+    _defaults_choice(dataset, scheme, list(st.session_state.get(K + "methods") or []) if sinfo["uses_methods"] else [])
     if sinfo["hparams"]:
         with st.expander(f"{scheme} hyperparameters", expanded=scheme != "offline"):
+            shown = F.scheme_defaults(st.session_state, scheme)
             for h in get_scheme(scheme).hparams:
-                W.hparam_widget(h, f"{K}sp.{scheme}.{h.name}")
+                W.hparam_widget(replace(h, default=shown[h.name]), f"{K}sp.{scheme}.{h.name}")
     if sinfo["uses_methods"]:
         methods = W.field_widget(
             "methods", None, list_methods(), multi=True,
@@ -168,12 +225,13 @@ with form:
             note="each term adds weight × its loss to the student's cross-entropy; empty = the student alone")
         for key in methods:
             info = get_method(key).describe()
+            shown = F.method_defaults(st.session_state, key)   # tuned for this dataset, or the benchmark's
             with st.expander(f"{key} — {info['name']} ({info['authors'].split(',')[0]} et al., {info['year']})",
                              expanded=len(methods) == 1):
                 W.latex(info["equation"])
-                W.weight_widget(key, info["default_weight"])
+                W.weight_widget(key, shown["weight"])
                 for h in get_method(key).hparams:
-                    W.hparam_widget(h, f"{K}hp.{key}.{h.name}")
+                    W.hparam_widget(replace(h, default=shown["params"][h.name]), f"{K}hp.{key}.{h.name}")
                 if info["notes"]:
                     st.caption(info["notes"])
                 W.published_panel(store, key)   # the published figures, cited, beside the user's runs

@@ -1,5 +1,7 @@
-"""Runs: every run in the store, filtered; compare several (curves and final accuracy), export their
-metrics (CSV) and configs (YAML), cancel, resume or delete them."""
+"""Runs: every run in the store, a page at a time, filtered, sorted and paged by the store (SQL); compare
+several (curves and final accuracy), export their metrics (CSV) and configs (YAML), cancel, resume or delete them."""
+from dataclasses import replace
+
 import streamlit as st
 
 from explorer import jobs
@@ -15,19 +17,42 @@ from explorer.store import STATUSES
 store = W.setup_page("Runs")
 st.title("Runs")
 
-everything = R.runs_table(store)
-if everything.empty:
+everything = store.count_runs()
+if not everything:
     st.info("No runs yet. Launch one on the **Train** page, or with one click on **Home**.")
     st.page_link(W.TRAIN, label="Go to Train", icon=":material/model_training:")
     st.stop()
 
-c1, c2, c3 = st.columns(3)
-datasets = c1.multiselect("Dataset", sorted(everything["dataset"].dropna().unique()), key="runs.dataset")
-statuses = c2.multiselect("Status", list(STATUSES), key="runs.status")
-methods = c3.multiselect("Method", list_methods() + ["none"] + [s for s in list_schemes() if s != "offline"],
+# filters, sort and paging happen in the store (SQL): only the page of runs shown is read
+c1, c2, c3, c4, c5 = st.columns(5)
+statuses = c1.multiselect("Status", list(STATUSES), key="runs.status")
+datasets = c2.multiselect("Dataset", store.distinct("dataset"), key="runs.dataset")
+schemes = c3.multiselect("Scheme", store.distinct("scheme"), key="runs.scheme")
+methods = c4.multiselect("Method", list_methods() + ["none"] + [s for s in list_schemes() if s != "offline"],
                          key="runs.method", help="runs using any of these knowledge terms or schemes "
                                                  "('none': the student alone)")
-df = R.runs_table(store, datasets, statuses, methods)
+students = c5.multiselect("Student", store.distinct("student"), key="runs.student")
+c1, c2, c3, c4, c5 = st.columns([3, 2, 1, 1, 1])
+search = c1.text_input("Search", key="runs.search", placeholder="name, id, dataset, model, message…")
+sort = c2.selectbox("Sort by", R.SORTS, format_func=R.SORTS.get, key="runs.sort")
+descending = c3.selectbox("Order", ["descending", "ascending"], key="runs.order") == "descending"
+per_page = c4.selectbox("Per page", [50, 100, 200, 25], key="runs.per_page")
+query = R.run_query(datasets, statuses, methods, schemes=schemes, students=students, search=search, sort=sort,
+                    descending=descending)
+total = store.count_runs(query)
+pages = max(1, -(-total // per_page))
+shape = repr((query, per_page))
+if st.session_state.get("runs.shape") != shape:   # other filters or another sort: back to the first page
+    st.session_state["runs.shape"], st.session_state["runs.page"] = shape, 1
+st.session_state["runs.page"] = min(st.session_state["runs.page"], pages)   # runs deleted meanwhile
+page = c5.number_input("Page", 1, pages, key="runs.page", help=f"{pages} page(s)")
+df = R.table_of(store.query_runs(replace(query, limit=per_page, offset=(page - 1) * per_page)))
+first = (page - 1) * per_page
+st.caption(f"Runs {first + 1 if total else 0:,}–{first + len(df):,} of {total:,}"
+           + (f" matching (of {everything:,} in the store)" if total != everything else ""))
+if df.empty:
+    st.info("No run matches these filters.")
+    st.stop()
 if df["teacher"].isna().all():   # no listed run had a teacher (DML, BYOT, ...): no teacher columns
     df = df.drop(columns=["teacher", "teacher_acc"])
 st.dataframe(df, hide_index=True, key="runs.table", column_config={
@@ -37,7 +62,7 @@ st.dataframe(df, hide_index=True, key="runs.table", column_config={
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
 
 labels = {r["id"]: f"{r['name']} [{r['id'][-6:]}] · {r['status']}" for r in df.to_dict("records")}
-done = [i for i in labels if df.set_index("id").loc[i, "status"] == "completed"]
+done = [i for i, status in zip(df["id"], df["status"]) if status == "completed"]
 last_group = [i for i in R.default_compare(store) if i in labels] or done[:2]
 selected = st.multiselect("Select runs to compare, export or manage", list(labels), default=last_group,
                           format_func=labels.get, key="runs.selected",

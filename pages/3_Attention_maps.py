@@ -10,12 +10,13 @@ from explorer import teachers
 from explorer.app import cache as C
 from explorer.app import widgets as W
 from explorer.app import mask_fractions as MF
-from explorer.app.analysis import reference_name, stage_pairs, subset
+from explorer.app.analysis import final_gradcam, is_transformer, reference_name, stage_pairs, subset
 from explorer.app.form import comparison_config, find_same_run
 from explorer.app.runs import is_alone
-from explorer.analysis import at_map, class_mean_maps, gradcam, list_probes, map_gap, saliency, stage_attention
-from explorer.models.outputs import TapSpecs
+from explorer.analysis import at_map, class_mean_maps, list_probes, map_gap, saliency, stage_attention
+from explorer.analysis.mask_fraction import mask_fraction
 from explorer.plots import attention_grid, class_mean_maps_figure, distillation_comparison, mask_fraction_figure
+from explorer.plots.transformer import cls_attention_figure, maps_row_figure
 
 store = W.setup_page("Attention maps")
 st.title("Attention maps")
@@ -54,7 +55,7 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _reference_model):
             st.warning("This run's teacher could not be rebuilt (no teacher, or its file is gone).")
             continue
         if kind == "gradcam":
-            fn = lambda m: gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])  # noqa: E731
+            fn = lambda m: final_gradcam(m, sub["x"], sub["y"])  # noqa: E731
         else:
             fn = lambda m: saliency(m, sub["x"], target=sub["y"])  # noqa: E731
         t_all, s_all = fn(models["teacher"]), fn(models["student"])
@@ -73,6 +74,57 @@ for run, probe, sub, ref in W.side_by_side(runs, probes, pos, _reference_model):
                                        title=f"Mean attention per class, deepest stage ({len(y)} probe samples)"),
                 key=f"att.mean.{run['id']}")
 
+# A transformer's own attention (either side a ViT/DeiT): its rollout beside the other side's rollout, or beside a
+# CNN's activation attention and Grad-CAM; and each block's class-token attention, per head.
+if any(is_transformer(p[side]) for p in probes for side in ("teacher", "student")):
+    st.subheader("Transformer attention")
+    st.caption("**Attention rollout** (Abnar & Zuidema 2020, \"Quantifying Attention Flow in Transformers\") follows "
+               "the attention through every block: each block's heads averaged, the residual connection added as "
+               "0.5·A + 0.5·I, rows renormalised, the blocks multiplied first to last. The class token's row of the "
+               "product, over the patches, shows what its final representation draws from each patch. "
+               "**Class-token attention**: what each head of each block's class token attends to. Both recorded at "
+               "every probe epoch (this one: the epoch picked above); a CNN side shows its deepest stage's "
+               "activation attention and Grad-CAM (final model) instead. Each map is stretched to its own range (0: its minimum, 1: its maximum: a "
+               "rollout is close to uniform, so its contrast is what to read); on datasets with object masks, each panel says the share of its mass inside the object.")
+    for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
+        sides = {"teacher": ref, "student": "student"}
+        cnn = [side for side in sides if not is_transformer(sub[side])]
+        hw, n = tuple(sub["x"].shape[-2:]), len(sub["y"])
+        deep = {side: list(stage_attention(sub[side], size=hw).values())[-1] for side in cnn if sub[side]["stages"]}
+        cams = {}
+        if cnn and n:
+            models = models_of(run["id"])
+            for side in cnn:
+                if models.get(side) is not None:
+                    m = models[side]
+                    cams[side] = final_gradcam(m, sub["x"], sub["y"])
+        masks = MF.probe_masks(run["config"], sub)
+        for j in range(n):
+            panels = []
+            for side, name in sides.items():
+                if side not in cnn:
+                    panels.append((f"{name}: rollout", sub[side]["rollout"][j]))
+                    continue
+                if side in deep:
+                    panels.append((f"{name}: attention<br>(deepest stage)", deep[side][j]))
+                if side in cams:
+                    panels.append((f"{name}: Grad-CAM<br>(final model)", cams[side][j]))
+            scores = None if masks is None else [float(mask_fraction(m, masks[j])[0]) for _, m in panels]
+            label = meta["classes"][int(sub["y"][j])]
+            W.chart(maps_row_figure(sub["x"][j], panels, mean=meta["mean"], std=meta["std"], scores=scores,
+                                    title=f"#{int(sub['index'][j])} (class {label}): rollout, epoch {probe['epoch']}"),
+                    key=f"att.roll.{run['id']}.{j}")
+        if n:
+            j = st.selectbox("Sample for the block × head grid", range(n), key=f"att.heads.{run['id']}",
+                             format_func=lambda i: f"#{int(sub['index'][i])}")
+            for side, name in sides.items():
+                if side not in cnn:
+                    W.chart(cls_attention_figure(sub["x"][j], sub[side]["cls_attention"][j], mean=meta["mean"],
+                                                 std=meta["std"], title=f"{name}: class-token attention, block × head "
+                                                                        f"(#{int(sub['index'][j])}, epoch "
+                                                                        f"{probe['epoch']})"),
+                            key=f"att.cls.{run['id']}.{side}")
+
 # Does distillation move the student's attention? The same sample for the teacher, the student trained alone
 # (this run's recipe without distillation, when that run exists) and the distilled student: Grad-CAM, final models.
 run = runs[0]
@@ -85,8 +137,7 @@ if run["methods"] != "none" or run["scheme"] != "offline":
         models, alone_student = models_of(run["id"]), models_of(alone["id"])["student"]
         if models["teacher"] is not None and len(pos):
             sub = subset(probes[0], pos[:1])
-            cams = [gradcam(m, sub["x"], TapSpecs.of(m).stages[-1], target=sub["y"])
-                    for m in (models["teacher"], alone_student, models["student"])]
+            cams = [final_gradcam(m, sub["x"], sub["y"]) for m in (models["teacher"], alone_student, models["student"])]
             gaps = tuple(float(map_gap(cams[0], cam)[1][0]) for cam in cams[1:])
             W.chart(distillation_comparison(sub["x"][0], cams[0][0], cams[1][0], cams[2][0], gaps=gaps,
                                             mean=meta["mean"], std=meta["std"],
@@ -116,6 +167,10 @@ if masks is not None:
         table = MF.last_epoch_table(df)
         table.index = [f"stage {int(d) + 1}" for d in table.index]
         st.dataframe(table.round(3))
+        roll = MF.rollout_table(df)
+        if not roll.empty:
+            st.caption("The transformers' attention rollout (all blocks), last epoch: the cross-hatched bars.")
+            st.dataframe(roll.round(3))
         att = df[(df["map"] == "attention")]
         last = att[att["epoch"] == att.groupby("model")["epoch"].transform("max")]
         per_class = last[last["depth"] == last["depth"].max()].pivot_table(index="cls", columns="model",

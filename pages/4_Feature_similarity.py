@@ -5,7 +5,7 @@ import streamlit as st
 
 from explorer.app import cache as C
 from explorer.app import widgets as W
-from explorer.app.analysis import stage_pairs
+from explorer.app.analysis import block_labels, is_transformer, stage_label, stage_pairs
 from explorer.app.runs import run_label
 from explorer.plots import cka_heatmap, cka_over_epochs_figure
 
@@ -23,17 +23,32 @@ if len(pos) < 4:
     st.warning("CKA needs at least 4 samples; pick more.")
     st.stop()
 
+if any(is_transformer(p[side]) for p in probes for side in ("teacher", "student")):
+    st.caption("A transformer's stages are its blocks (\"block i\"), each block's patch tokens on their grid: the "
+               "block × stage matrix of a ViT against a CNN is Raghu et al. 2021's \"Do vision transformers see like "
+               "convolutional neural networks?\" — pick another epoch above to see it change over training.")
+
+
+def unit(side: dict) -> str:
+    return "block" if is_transformer(side) else "stage"
+
+
 curves = []
 for run, probe, sub, ref in W.side_by_side(runs, probes, pos):
-    df = C.cka(sub, "teacher", "student", kind)
-    W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} stage"),
-            key=f"cka.m.{run['id']}")
+    df = block_labels(C.cka(sub, "teacher", "student", kind))
+    W.chart(cka_heatmap(df, title=f"{kind.capitalize()} CKA: {ref} × student", ylabel=f"{ref} {unit(sub['teacher'])}",
+                        xlabel=f"student {unit(sub['student'])}"), key=f"cka.m.{run['id']}")
     if within:
         for side, name in (("teacher", ref), ("student", "student")):
-            W.chart(cka_heatmap(C.cka(sub, side, None, kind), title=f"{kind.capitalize()} CKA: {name} × {name}",
-                                xlabel=f"{name} stage", ylabel=f"{name} stage"), key=f"cka.{side}.{run['id']}")
-    curves.append(C.cka_over_epochs(run["run_dir"], kind, stage_pairs(probe, run))   # the pairs it distilled
-                  .assign(run=run_label(run)))
+            W.chart(cka_heatmap(block_labels(C.cka(sub, side, None, kind)),
+                                title=f"{kind.capitalize()} CKA: {name} × {name}", xlabel=f"{name} {unit(sub[side])}",
+                                ylabel=f"{name} {unit(sub[side])}"), key=f"cka.{side}.{run['id']}")
+    pairs = stage_pairs(probe, run)                   # the pairs it distilled
+    names = {f"{s} ↔ {t}": f"{stage_label(s)} ↔ {stage_label(t)}" for s, t in pairs}
+    c = C.cka_over_epochs(run["run_dir"], kind, pairs)
+    if "pair" in c:
+        c = c.assign(pair=c["pair"].map(lambda k: names.get(k, k)))
+    curves.append(c.assign(run=run_label(run)))
 
 # the runs' curves on one chart (compare mode: one line per run and stage pair, one axis)
 curve = pd.concat(curves, ignore_index=True) if len(curves) > 1 else curves[0].drop(columns="run")

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/train_default_teachers.py                 # digits
     .venv/bin/python scripts/train_default_teachers.py digits fashion-mnist
+    .venv/bin/python scripts/train_default_teachers.py pydoc          # the language-model teacher (gpt_4x128)
 
 Each teacher is trained with exactly the recipe the trainer would use for that dataset's default
 teacher (explorer.recipes.default_teacher_recipe), in a throwaway run store, and saved as
@@ -39,7 +40,8 @@ def train_teacher(dataset: str, out: Path = OUT) -> dict:
         def show(e):
             if e.kind == "epoch":
                 print(f"  {dataset} teacher epoch {e.epoch:>3}  loss={e.values['train/loss']:.4f}  "
-                      f"val_acc={e.values['val/acc']:.4f}", flush=True)
+                      f"val_acc={e.values['val/acc']:.4f}"
+                      + (f"  val_ppl={e.values['val/ppl']:.3f}" if "val/ppl" in e.values else ""), flush=True)
 
         result = Trainer(tcfg, store, on_event=show).run()
         state = torch.load(store.artifacts(result["run_id"])["model"], map_location="cpu", weights_only=True)
@@ -49,6 +51,7 @@ def train_teacher(dataset: str, out: Path = OUT) -> dict:
         "recipe_hash": rhash, "dataset": dataset, "arch": tcfg.student,
         "recipe": {k: getattr(tcfg, k) for k in RECIPE_KEYS},
         "test_acc": result["test_acc"], "val_acc": result["val_acc"], "train_seconds": result["seconds"],
+        **{k: result[k] for k in ("val_ppl", "test_ppl") if result.get(k) is not None},   # text datasets
         "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "command": "python scripts/train_default_teachers.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }

@@ -1,16 +1,22 @@
+import os
 import sys
+import tempfile
 
 import pytest
 import torch
 
 # Several test processes may share 2 cores; one thread each avoids oversubscription.
 torch.set_num_threads(1)
+# No tuned defaults (data/tuned/) for fixtures of any scope either: module-scoped ones run before _isolated_home
+os.environ["KD_EXPLORER_TUNED_DIR"] = tempfile.mkdtemp(prefix="kd-no-tuned-")
 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """Every test gets its own run store, so nothing leaks between tests or into data/."""
     monkeypatch.setenv("KD_EXPLORER_HOME", str(tmp_path / "home"))
+    # and no tuned defaults (data/tuned/): tests are written against the benchmark's values; test_tune.py opts in
+    monkeypatch.setenv("KD_EXPLORER_TUNED_DIR", str(tmp_path / "tuned"))
     yield
 
 

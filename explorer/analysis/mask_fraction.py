@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ._util import as_numpy, as_tensor, labels_numpy
 from .cka import stage_features
 
-__all__ = ["mask_fraction", "mask_area", "stage_mask_fractions", "class_mask_fractions"]
+__all__ = ["mask_fraction", "mask_area", "stage_mask_fractions", "rollout_mask_fraction", "class_mask_fractions"]
 
 
 def _maps3(maps) -> torch.Tensor:
@@ -72,6 +72,14 @@ def stage_mask_fractions(stages, masks, p: float = 2) -> dict[str, np.ndarray]:
             continue
         out[name] = mask_fraction(f.abs().pow(p).mean(1), masks)
     return out
+
+
+def rollout_mask_fraction(side, masks) -> np.ndarray | None:
+    """(B,) fraction of a transformer's attention rollout (a probe side's "rollout", (B, h, w) on the patch grid)
+    inside the masks, computed as for stage attention (upsampled, clipped, normalised to sum 1); None when the
+    side has no rollout (a CNN, an older probe)."""
+    r = side.get("rollout") if hasattr(side, "get") else None
+    return None if r is None else mask_fraction(as_tensor(r).float(), masks)
 
 
 def class_mask_fractions(fractions, y, num_classes: int | None = None) -> np.ndarray:

@@ -15,6 +15,11 @@ dicts, str and int:
                  "embedding": (N, D) float32},
      "teacher": {same keys}}
 
+Transformers (a model declaring `kd_attention`, e.g. the zoo's vit_* / deit_*) add two optional keys to their
+side, which older files simply lack (every reader treats them as absent):
+                 "cls_attention": (N, blocks, heads, h, w) float16,   # each block's class-token attention per head
+                 "rollout": (N, h, w) float32                          # attention rollout (analysis/rollout.py)
+
 Stages are stored as float16 to keep files compact (a stage whose values exceed float16's range,
 |v| > 65504, is kept in float32 instead); every analysis function upcasts as needed. Tensors are
 cloned before saving, so a view never drags its whole parent storage into the file.
@@ -30,12 +35,14 @@ from torch import nn
 
 from ..models.taps import tap
 from ._util import as_tensor, eval_mode, model_device
+from .rollout import cls_attention, rollout_map
 
 __all__ = ["save_probe", "load_probe", "list_probes", "probe_path", "capture_probe", "PROBE_VERSION"]
 
 PROBE_VERSION = 1
 _FP16_MAX = 65504.0
 _SIDE_KEYS = ("logits", "stages", "stage_names", "embedding")
+_OPTIONAL_KEYS = ("cls_attention", "rollout")   # transformers only
 _NAME = re.compile(r"^probe_epoch(\d+)\.pt$")
 
 
@@ -69,10 +76,15 @@ def _side(side: dict, n: int, who: str) -> dict:
            "stages": [_stage16(s) for s in stages],
            "stage_names": names,
            "embedding": _plain(side["embedding"], torch.float32)}
+    if side.get("cls_attention") is not None:
+        out["cls_attention"] = _stage16(side["cls_attention"])
+    if side.get("rollout") is not None:
+        out["rollout"] = _plain(side["rollout"], torch.float32)
     if out["embedding"].dim() > 2:
         out["embedding"] = out["embedding"].reshape(out["embedding"].shape[0], -1)
     for k, v in [("logits", out["logits"]), ("embedding", out["embedding"])] + \
-            [(f"stage {nm!r}", s) for nm, s in zip(names, out["stages"])]:
+            [(f"stage {nm!r}", s) for nm, s in zip(names, out["stages"])] + \
+            [(k, out[k]) for k in _OPTIONAL_KEYS if k in out]:
         if v.shape[0] != n:
             raise ValueError(f"probe {who}: {k} has {v.shape[0]} rows, expected N={n}")
     return out
@@ -125,12 +137,14 @@ def list_probes(run_dir) -> list[tuple[int, Path]]:
 
 @torch.no_grad()
 def capture_probe(model: nn.Module, x, stage_specs, embedding_spec: str, batch_size: int = 256,
-                  check_cancel=None) -> dict:
+                  check_cancel=None, attention_specs=()) -> dict:
     """Run `model` on the probe batch (eval mode, no grad; train/eval flags restored) and return
     one side of a probe: {"logits", "stages", "stage_names", "embedding"} (float32 on CPU; save_probe
-    casts stages to float16). check_cancel (a run's) is called before each batch."""
-    stage_specs = [str(s) for s in stage_specs]
-    specs = list(dict.fromkeys(stage_specs + [embedding_spec]))
+    casts stages to float16). check_cancel (a run's) is called before each batch. attention_specs (a
+    transformer's kd_attention, blocks first to last) add "cls_attention" and "rollout" (module docstring);
+    the model's kd_prefix_tokens (default 1) says where the patch tokens start."""
+    stage_specs, attention_specs = [str(s) for s in stage_specs], [str(s) for s in attention_specs or ()]
+    specs = list(dict.fromkeys(stage_specs + [embedding_spec] + attention_specs))
     x = as_tensor(x).float()
     dev = model_device(model)
     logits, feats = [], {s: [] for s in specs}
@@ -145,5 +159,13 @@ def capture_probe(model: nn.Module, x, stage_specs, embedding_spec: str, batch_s
                 feats[s].append(f[s].detach().float().cpu())
     cat = {s: torch.cat(v) for s, v in feats.items()}
     emb = cat[embedding_spec]
-    return {"logits": torch.cat(logits), "stages": [cat[s] for s in stage_specs],
-            "stage_names": stage_specs, "embedding": emb.reshape(emb.shape[0], -1)}
+    out = {"logits": torch.cat(logits), "stages": [cat[s] for s in stage_specs],
+           "stage_names": stage_specs, "embedding": emb.reshape(emb.shape[0], -1)}
+    if attention_specs:
+        prefix = int(getattr(model, "kd_prefix_tokens", None) or 1)
+        attn = [cat[s] for s in attention_specs]
+        try:
+            out["cls_attention"], out["rollout"] = cls_attention(attn, prefix), rollout_map(attn, prefix)
+        except ValueError:   # blocks of different token counts, patches off a square grid: no attention views
+            pass
+    return out

@@ -3,6 +3,7 @@ slicing probe samples, the stage pairs a run distilled, its rebuilt models, and 
 Teachers come from explorer.teachers only (the one place that knows where a run's teacher is)."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -30,8 +31,22 @@ def analysis_runs(store: Store) -> list[dict]:
     """Completed runs that recorded probes, newest first; distilled runs before students trained alone
     (a preset's comparison run finishes last, but the distilled run is the one to look at)."""
     from ..analysis.probes import list_probes
-    runs = [r for r in reversed(store.list_runs(status="completed")) if r["run_dir"] and list_probes(r["run_dir"])]
+    runs = [r for r in reversed(store.list_runs(status="completed"))
+            if r["run_dir"] and not is_text_run(r) and list_probes(r["run_dir"])]
     return sorted(runs, key=is_alone)
+
+
+def is_text_run(run: Mapping) -> bool:
+    """A run on a text dataset (a language model): the Language models page shows it, the image pages do not."""
+    from ..data import DATASETS, get_dataset_spec
+    name = run.get("config", {}).get("dataset")
+    return name in DATASETS and get_dataset_spec(name).modality == "text"
+
+
+def lm_runs(store: Store) -> list[dict]:
+    """Completed runs on text datasets, newest first, with their final model saved."""
+    return [r for r in reversed(store.list_runs(status="completed"))
+            if r["run_dir"] and is_text_run(r) and "model" in store.artifacts(r["id"])]
 
 
 def nearest(values: list[int], want: int) -> int:
@@ -63,8 +78,12 @@ def subset(probe: Mapping, pos) -> dict:
     idx = torch.as_tensor(rows, dtype=torch.int64)   # a copy: `pos` may be a read-only pandas view
 
     def side(s):
-        return {"logits": s["logits"][idx], "stages": [f[idx] for f in s["stages"]],
-                "stage_names": list(s["stage_names"]), "embedding": s["embedding"][idx]}
+        out = {"logits": s["logits"][idx], "stages": [f[idx] for f in s["stages"]],
+               "stage_names": list(s["stage_names"]), "embedding": s["embedding"][idx]}
+        for k in ("cls_attention", "rollout"):   # a transformer's (explorer.analysis.probes), absent otherwise
+            if s.get(k) is not None:
+                out[k] = s[k][idx]
+        return out
     return {"epoch": probe["epoch"], "x": probe["x"][idx], "y": probe["y"][idx], "index": probe["index"][idx],
             "student": side(probe["student"]), "teacher": side(probe["teacher"]),
             "path": probe.get("path"), "mtime": probe.get("mtime"), "positions": tuple(rows)}
@@ -76,6 +95,26 @@ def reference_name(run: Mapping) -> str:
         return "teacher" if get_scheme(run["config"].get("scheme", "offline")).needs_teacher else "reference peer"
     except KeyError:
         return "teacher"
+
+
+def is_transformer(side: Mapping) -> bool:
+    """A probe side recorded by a transformer: it holds the class-token attention and the rollout."""
+    return side.get("rollout") is not None and side.get("cls_attention") is not None
+
+
+_BLOCK = re.compile(r"^(?:.*\.)?blocks\.(\d+)$")
+
+
+def stage_label(name: str) -> str:
+    """How a stage is labelled on the pages: "block i" (1-based) for a transformer block (`blocks.3`,
+    `encoder.blocks.3`), else its name."""
+    m = _BLOCK.match(str(name))
+    return f"block {int(m.group(1)) + 1}" if m else str(name)
+
+
+def block_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """A stage x stage frame (CKA) with its transformer axes relabelled "block i"."""
+    return df.rename(index=stage_label, columns=stage_label)
 
 
 # ---------------------------------------------------------------------- the stage pairs a run distilled
@@ -110,8 +149,8 @@ def stage_pairs(probe: Mapping, run: Mapping | None = None) -> list[tuple[str, s
 # ---------------------------------------------------------------------- models
 def _model_maker(cfg: Mapping):
     meta = dataset_meta(cfg["dataset"], cfg.get("data_root"))
-    return lambda arch: create_model(arch, num_classes=len(meta["classes"]), in_channels=meta["shape"][0],
-                                     image_size=meta["shape"][1])
+    from ..models.sequence import build_args
+    return lambda arch: create_model(arch, **build_args(meta["shape"], len(meta["classes"])))
 
 
 def rebuild_models(store: Store, run: Mapping) -> dict:
@@ -131,6 +170,18 @@ def rebuild_models(store: Store, run: Mapping) -> dict:
         if m is not None:
             m.eval().requires_grad_(True)   # attributions need gradients through the (frozen) teacher too
     return out
+
+
+def final_gradcam(model: torch.nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """(B, H, W) Grad-CAM of the model's deepest stage for `target`: captum's (analysis.gradcam) for a CNN; for a
+    transformer (kd_attention) the tap-based analysis.stage_maps', which sees the block's tokens as their (C, h, w)
+    map (captum's layer hook gets the raw (B, N, C) tokens and cannot upsample them)."""
+    from ..analysis import gradcam, stage_maps
+    from ..models.outputs import TapSpecs
+    spec = TapSpecs.of(model).stages[-1]
+    if getattr(model, "kd_attention", None):
+        return torch.as_tensor(stage_maps(model, x, [spec], target=torch.as_tensor(target))["gradcam"][spec])
+    return gradcam(model, x, spec, target=target)
 
 
 # ---------------------------------------------------------------------- the concept map & playground

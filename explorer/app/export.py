@@ -1,5 +1,6 @@
 """Figures as files, with no Streamlit: a standalone HTML page (plotly.js inside, opens offline), a PNG where
-this machine can render one, and a page's figures as one zip with the config of each run they show.
+this machine can render one (the configs of the runs it shows inside it), and a page's figures as one zip with
+the config of each run they show.
 
 PNG needs kaleido (>= 1.0), which drives a Chrome/Chromium already installed on the server; KD Explorer never
 downloads a browser. Without both, PNG is left out and `png_missing()` says why (HTML and the zip still work)."""
@@ -38,8 +39,34 @@ def figure_html(fig, runs: Mapping[str, Mapping] | None = None) -> str:
     return page.replace("</body>", configs + "</body>", 1)
 
 
-def figure_png(fig, scale: float = 2.0) -> bytes:
-    return fig.to_image(format="png", scale=scale)
+def figure_png(fig, runs: Mapping[str, Mapping] | None = None, scale: float = 2.0) -> bytes:
+    """The figure as a PNG image; the configs of the runs it shows (runs: id -> run dict) ride inside it as
+    an iTXt chunk (png_with_configs), so the image alone says how to rerun what it shows."""
+    png = fig.to_image(format="png", scale=scale)
+    return png_with_configs(png, runs) if runs else png
+
+
+PNG_CONFIG_KEY = "kd-explorer-config"
+
+
+def png_with_configs(png: bytes, runs: Mapping[str, Mapping]) -> bytes:
+    """PNG bytes with the runs' configs as JSON in an iTXt chunk keyed "kd-explorer-config":
+    {run id: {"name", "config"}}; read back with PIL: json.loads(Image.open(f).text["kd-explorer-config"]).
+    The pixels are unchanged; text chunks already there are kept."""
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    image = Image.open(io.BytesIO(png))
+    info = PngInfo()
+    for key, value in getattr(image, "text", {}).items():
+        if key != PNG_CONFIG_KEY:
+            info.add_itxt(key, value)
+    info.add_itxt(PNG_CONFIG_KEY, json.dumps({str(rid): {"name": run.get("name"), "config": dict(run.get("config") or {})}
+                                              for rid, run in dict(runs).items()}, default=str))
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
 
 
 def safe_name(text: str) -> str:
@@ -65,7 +92,7 @@ def figures_zip(figures: Mapping[str, object], runs: Mapping[str, Mapping] = (),
             z.writestr(f"{safe_name(name)}.html", figure_html(fig))
             if png:
                 try:
-                    z.writestr(f"{safe_name(name)}.png", figure_png(fig))
+                    z.writestr(f"{safe_name(name)}.png", figure_png(fig, runs))
                 except Exception as e:   # a browser that fails to start: the HTML is there
                     z.writestr(f"{safe_name(name)}.png.txt", f"PNG export failed: {e}")
         for rid, run in dict(runs).items():

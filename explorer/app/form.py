@@ -19,6 +19,7 @@ from ..models import model_info
 from ..recipes import check_pairing, resolve
 from ..schemes import get_scheme
 from ..store import Store, safe_name
+from ..tuned import effective_values
 from ..uploads import UploadError, check_fits, save_upload as save_checked
 from .datasets import dataset_meta
 from .messages import FORM_FIELDS, K, browser_message, name_widgets, widget_key, widget_label  # noqa: F401
@@ -54,13 +55,16 @@ def form_state(config: Mapping) -> dict[str, Any]:
                               "upload" if cfg.teacher_ckpt else "default",
         K + "teacher": cfg.teacher, K + "teacher_epochs": cfg.teacher_epochs, K + "teacher_ckpt": cfg.teacher_ckpt,
     }
+    if cfg.defaults:
+        s[K + "defaults"] = cfg.defaults
     for m in cfg.methods:
-        info = get_method(m.key).describe()
-        s[f"{K}w.{m.key}"] = float(info["default_weight"] if m.weight is None else m.weight)
-        for h in info["hparams"]:
-            s[f"{K}hp.{m.key}.{h['name']}"] = m.params.get(h["name"], h["default"])
-    for h in get_scheme(cfg.scheme).describe()["hparams"]:
-        s[f"{K}sp.{cfg.scheme}.{h['name']}"] = cfg.scheme_params.get(h["name"], h["default"])
+        shown = effective_values(cfg.dataset, "methods", m.key, cfg.defaults)
+        s[f"{K}w.{m.key}"] = float(shown["weight"] if m.weight is None else m.weight)
+        for h in get_method(m.key).hparams:
+            s[f"{K}hp.{m.key}.{h.name}"] = m.params.get(h.name, shown["params"][h.name])
+    shown = effective_values(cfg.dataset, "schemes", cfg.scheme, cfg.defaults)["params"]
+    for h in get_scheme(cfg.scheme).hparams:
+        s[f"{K}sp.{cfg.scheme}.{h.name}"] = cfg.scheme_params.get(h.name, shown[h.name])
     s = {k: v for k, v in s.items() if v is not None}
     s[NAME_AUTO] = s[K + "name"]          # a preset's name describes the preset's config, and only that
     try:
@@ -94,20 +98,23 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
                               "or pick the default teacher")
         cfg["teacher"], cfg["teacher_ckpt"] = g("teacher"), g("teacher_ckpt")
     scheme = get_scheme(cfg["scheme"]).describe()
-    defaults = {h["name"]: h["default"] for h in scheme["hparams"]}
+    defaults = scheme_defaults(state, cfg["scheme"])
     sp = {name: g(f"sp.{cfg['scheme']}.{name}", d) for name, d in defaults.items()}
     cfg["scheme_params"] = {name: _hp_type(defaults[name])(v) for name, v in sp.items() if v != defaults[name]}
+    if g("defaults"):
+        cfg["defaults"] = g("defaults")
     methods = []
     for key in (g("methods") or []) if scheme["uses_methods"] else []:
         info = get_method(key).describe()
+        shown = method_defaults(state, key)   # what the widgets start from: tuned or benchmark values
         term: dict[str, Any] = {"key": key}
         w = g(f"w.{key}")
-        if w is not None and not math.isclose(float(w), float(info["default_weight"])):
+        if w is not None and not math.isclose(float(w), float(shown["weight"])):
             term["weight"] = float(w)
         params = {}
         for h in info["hparams"]:
-            v = g(f"hp.{key}.{h['name']}", h["default"])
-            if v != h["default"]:
+            v = g(f"hp.{key}.{h['name']}", shown["params"][h["name"]])
+            if v != shown["params"][h["name"]]:
                 params[h["name"]] = _hp_type(h["default"])(v)
         if params:
             term["params"] = params
@@ -116,6 +123,17 @@ def config_from_form(state: Mapping[str, Any]) -> dict:
     if g("ce_custom"):
         cfg["ce_weight"] = float(g("ce_weight", 1.0))
     return cfg
+
+
+def method_defaults(state: Mapping[str, Any], key: str) -> dict:
+    """{"weight", "params"} a method's widgets start from under the form's Defaults choice (tuned values for the
+    dataset where there are some, else the benchmark's): a value equal to them is left to resolve() to fill."""
+    return effective_values(state.get(K + "dataset", "digits"), "methods", key, state.get(K + "defaults"))
+
+
+def scheme_defaults(state: Mapping[str, Any], scheme: str) -> dict:
+    """A scheme's hyperparameters as its widgets start from them (tuned or benchmark, as method_defaults)."""
+    return effective_values(state.get(K + "dataset", "digits"), "schemes", scheme, state.get(K + "defaults"))["params"]
 
 
 def launchable(state: Mapping[str, Any]) -> tuple[dict | None, str | None]:
@@ -188,10 +206,43 @@ def follow_name(state: MutableMapping[str, Any]) -> str:
     return name
 
 
+def last_launched(store: Store) -> dict | None:
+    """The run last submitted to the store (a new tab's Train form starts from its config), or None on an
+    empty store: the newest distillation run, a launch's "student alone" comparison (queued right after its
+    run, named after it) skipped; teacher runs, which a run queues for itself, are not launches."""
+    runs = store.list_runs(role="distill")
+    for i in range(len(runs) - 1, -1, -1):
+        run, cfg = runs[i], runs[i]["config"]
+        if not (i and run["name"] == f"{runs[i - 1]['name']} · student alone"
+                and cfg.get("scheme") == "offline" and not cfg.get("methods")):
+            return run
+    return None
+
+
+def as_chosen(config: Mapping) -> dict:
+    """A stored (resolved) config as the form would have described it: what resolve filled in from the
+    dataset's recipe left out again (the default teacher, the recipe's batch size and learning rate), so the
+    form shows "the dataset's default teacher" and empty recipe boxes, and launches the same run."""
+    cfg = dict(config)
+    try:
+        spec = get_dataset_spec(cfg.get("dataset") or "digits")
+    except (KeyError, ValueError):      # a dataset no longer registered: form_state says so
+        return cfg
+    r = spec.recipe
+    if not cfg.get("teacher_ckpt") and cfg.get("teacher") in (None, spec.default_teacher) \
+            and cfg.get("teacher_epochs") in (None, r["teacher_epochs"]):
+        cfg.pop("teacher", None), cfg.pop("teacher_epochs", None)
+    for field in ("batch_size", "lr"):
+        if field in r and cfg.get(field) == r[field]:
+            cfg.pop(field)
+    return cfg
+
+
 def comparison_config(cfg: dict) -> dict:
     """The same run without distillation: the student alone (offline scheme, no knowledge terms)."""
     out = dict(cfg, scheme="offline", methods=[], scheme_params={})
     out.pop("ce_weight", None)
+    out.pop("defaults", None)    # tuned | benchmark concerns the knowledge terms: resolve picks it for none
     out["name"] = f"{cfg.get('name') or 'run'} · student alone"
     return out
 
@@ -208,6 +259,28 @@ def find_same_run(store: Store, cfg: dict) -> dict | None:
     return None
 
 
+# ---------------------------------------------------------------------- models by name (timm)
+OTHER_MODEL = "timm:"   # the prefix of a model given by name (explorer/models/timm_models.py)
+
+
+def is_named_model(arch) -> bool:
+    """A model the form takes by name rather than from the zoo's list: `timm:NAME[?options]`."""
+    return isinstance(arch, str) and arch.startswith(OTHER_MODEL) and len(arch) > len(OTHER_MODEL)
+
+
+def model_options(models, current) -> list[str]:
+    """The zoo's models, plus the model given by name when the field holds one (so the picker shows it)."""
+    return list(models) + ([current] if is_named_model(current) and current not in models else [])
+
+
+def use_named_model(state: MutableMapping[str, Any], field: str) -> None:
+    """The "other model by name" box's callback: its text (trimmed) becomes the field's value, checked with
+    the whole form (recipes.resolve names a bad name or a missing timm beside the field)."""
+    name = str(state.get(K + field + ".other") or "").strip()
+    if name:
+        state[K + field] = name if is_named_model(name) or ":" in name else OTHER_MODEL + name
+
+
 # ---------------------------------------------------------------------- the form's teacher choices
 def teacher_runs(store: Store, dataset: str) -> list[dict]:
     """Finished runs on `dataset` whose model can serve as a teacher, newest first."""
@@ -219,7 +292,8 @@ def teacher_runs(store: Store, dataset: str) -> list[dict]:
 def model_params(arch: str, dataset: str, data_root: str | None = None) -> int | None:
     try:
         meta = dataset_meta(dataset, data_root)
-        return model_info(arch, len(meta["classes"]), meta["shape"][0], meta["shape"][1])["params"]
+        from ..models.sequence import build_args   # text datasets: (T,) windows, the context as image_size
+        return model_info(arch, **build_args(meta["shape"], len(meta["classes"])))["params"]
     except Exception:   # a folder not given yet, a model that does not fit the input: no count
         return None
 
@@ -248,7 +322,8 @@ def save_upload(store: Store, filename: str, data: bytes, arch: str, dataset: st
     out = save_checked(filename, data, "checkpoint", store.home)
     try:
         meta = dataset_meta(dataset, data_root)
-        check_fits(out, arch, len(meta["classes"]), meta["shape"][0], meta["shape"][1])
+        from ..models.sequence import build_args
+        check_fits(out, arch, **build_args(meta["shape"], len(meta["classes"])))
     except Exception:
         out.unlink(missing_ok=True)
         raise

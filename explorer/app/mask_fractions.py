@@ -4,7 +4,8 @@ Attention page's numbers behind "the distilled student looks where the teacher l
 For a distilled run, its teacher (the probes' teacher side), the student trained alone (the same recipe with no
 distillation, when that run exists) and the distilled student: the fraction of each stage's activation attention
 that falls inside the object mask (explorer.analysis.mask_fraction), per class, at every recorded probe epoch;
-and of each final model's Grad-CAM. Probes hold the first test images (probe["index"] = their test-split rows),
+and of each final model's Grad-CAM. For a transformer side, its attention rollout (the probe's
+"rollout", map="rollout") is scored the same way. Probes hold the first test images (probe["index"] = their test-split rows),
 so the masks are the dataset's extras["test_masks"][index].
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..analysis.mask_fraction import mask_area, mask_fraction, stage_mask_fractions
+from ..analysis.mask_fraction import mask_area, mask_fraction, rollout_mask_fraction, stage_mask_fractions
 
 MODELS = ("teacher", "student alone", "distilled student")
 
@@ -69,6 +70,11 @@ def probe_fractions(probe: Mapping, masks, classes, models: Mapping[str, str] | 
     rows = []
     for side, model in (models or {"teacher": "teacher", "student": "distilled student"}).items():
         rows += _rows(model, probe["epoch"], stage_mask_fractions(probe[side], masks), y, classes, "attention")
+        roll = rollout_mask_fraction(probe[side], masks)
+        if roll is not None:   # a transformer: its attention rollout too, one more map (map="rollout")
+            last = len(probe[side]["stages"]) - 1
+            rows += [dict(r, depth=last) for r in _rows(model, probe["epoch"], {"rollout": roll}, y, classes,
+                                                        "rollout")]
     return rows
 
 
@@ -130,3 +136,14 @@ def last_epoch_table(df: pd.DataFrame) -> pd.DataFrame:
 def chance_level(masks) -> float:
     """What a map that ignores the image scores: the mean mask area."""
     return float(np.mean(mask_area(masks)))
+
+
+def rollout_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The attention rollout's fraction inside the object at each model's last recorded epoch: one row
+    ("rollout"), a column per transformer model; empty when no model is a transformer."""
+    s = summary(df[df["map"] == "rollout"]) if not df.empty and "map" in df else pd.DataFrame()
+    if s.empty:
+        return s
+    last = s[s["epoch"] == s.groupby("model")["epoch"].transform("max")]
+    t = last.pivot_table(index="stage", columns="model", values="fraction")
+    return t[[m for m in MODELS if m in t.columns]]

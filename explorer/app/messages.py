@@ -11,7 +11,7 @@ from ..config import FIELD_SPECS
 K = "train."   # every Train-page widget key starts with this
 # the RunConfig fields the Train page shows as widgets (W.field_widget); other fields keep their defaults
 FORM_FIELDS = ("dataset", "data_root", "teacher", "teacher_epochs", "student", "scheme", "methods", "ce_weight",
-               "epochs", "n_train", "device", "batch_size", "lr", "seed", "name")
+               "epochs", "n_train", "device", "batch_size", "lr", "seed", "name", "defaults")
 
 
 def widget_key(field: str | None, state: Mapping[str, Any]) -> str | None:

@@ -2,6 +2,7 @@
 teacher-student gap, where each run is compared with the teacher it really had (explorer.teachers)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -9,36 +10,44 @@ import pandas as pd
 import yaml
 
 from .. import teachers
-from ..schemes import get_scheme
-from ..store import Store
+from ..schemes import get_scheme, list_schemes
+from ..store import RunQuery, Store
 from .datasets import dataset_meta
 
 RUN_COLUMNS = ["name", "status", "dataset", "scheme", "methods", "student", "teacher", "test_acc", "teacher_acc",
                "role", "created", "id", "message"]
+SORTS = {"created": "created", "test_acc": "test acc", "name": "name", "status": "status", "dataset": "dataset",
+         "scheme": "scheme", "methods": "methods", "student": "student", "seconds": "training time"}   # store_queries.SORTS
 
 
 # ---------------------------------------------------------------------- table, labels, compare, export
-def runs_table(store: Store, datasets=None, statuses=None, methods=None) -> pd.DataFrame:
-    """The Runs page's table, newest first, filtered by dataset, status and method (any of the given)."""
-    df = store.runs_df()
-    if df.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS)
-    for col in RUN_COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    if datasets:
-        df = df[df["dataset"].isin(datasets)]
-    if statuses:
-        df = df[df["status"].isin(statuses)]
-    by_id = {r["id"]: r for r in store.list_runs()}
-    df["methods"] = [methods_label(by_id[i]) if i in by_id else m for i, m in zip(df["id"], df["methods"])]
-    # the teacher it really used (teachers.of_run), blank where the run had none (DML, BYOT, ...)
-    used = {i: run_teacher(by_id[i]) if i in by_id else None for i in df["id"]}
-    df["teacher"] = [f"{t['arch']} ({t['about']})" if t else None for t in map(used.get, df["id"])]
-    df["teacher_acc"] = [t["acc"] if t else None for t in map(used.get, df["id"])]
-    if methods:
-        df = df[df["methods"].apply(lambda m: bool(set(str(m).replace(" ", "").split("+")) & set(methods)))]
-    return df[RUN_COLUMNS].sort_values("created", ascending=False).reset_index(drop=True)
+def run_query(datasets=None, statuses=None, methods=None, **more) -> RunQuery:
+    """The store query of the Runs page's filters (dataset, status, method: any of the given; scheme, student,
+    search, sort, limit, offset: RunQuery's); filtered, sorted and paged in SQL (explorer.store_queries)."""
+    plain = tuple(k for k in list_schemes() if not get_scheme(k).uses_methods)   # labelled by their name
+    return RunQuery(datasets=tuple(datasets or ()), statuses=tuple(statuses or ()), methods=tuple(methods or ()),
+                    plain_schemes=plain, **{k: tuple(v) if isinstance(v, list) else v for k, v in more.items()})
+
+
+def runs_table(store: Store, datasets=None, statuses=None, methods=None, **more) -> pd.DataFrame:
+    """The Runs page's table, newest first (or by `sort`), filtered by dataset, status and method (any of the
+    given), and by run_query's other filters; every match, or the page `limit`/`offset` asks for."""
+    return table_of(store.query_runs(run_query(datasets, statuses, methods, **more)))
+
+
+def table_of(runs: list[dict]) -> pd.DataFrame:
+    """The table's rows of these runs (in their order), with the methods label and the teacher each really had."""
+    rows = []
+    for r in runs:
+        flat = {k: v for k, v in r["summary"].items() if isinstance(v, (int, float, str, bool)) or v is None}
+        t = run_teacher(r)   # the teacher it really used (teachers.of_run), blank where it had none (DML, BYOT, ...)
+        rows.append({**{k: r.get(k) for k in RUN_COLUMNS}, "test_acc": flat.get("test_acc"),
+                     "methods": methods_label(r), "teacher": f"{t['arch']} ({t['about']})" if t else None,
+                     "teacher_acc": t["acc"] if t else None})
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    if not df.empty:
+        df["created"] = pd.to_datetime(df["created"], unit="s")
+    return df
 
 
 def _scheme(key: str | None):
@@ -71,21 +80,31 @@ def had_teacher(run: Mapping) -> bool:
 def default_compare(store: Store) -> list[str]:
     """The Runs page's default comparison: the last launched group -- the newest finished run and its
     student-alone partner (the Train page names it "NAME · student alone"), else the newest run alone
-    with the same dataset and student."""
-    done = [r for r in store.list_runs("completed") if r.get("role", "distill") != "teacher"]
-    if not done:
+    with the same dataset and student. Reads only those runs (and the few the store offers as partners)."""
+    done = dict(statuses=("completed",), not_role="teacher")
+    found = store.query_runs(RunQuery(**done, limit=1))
+    if not found:
         return []
-    done.sort(key=lambda r: r["created"], reverse=True)
-    last = done[0]
-    other = [r for r in done[1:] if is_alone(r) != is_alone(last)]
+    last = found[0]
     if is_alone(last):
-        stem = (last.get("name") or "").removesuffix(" · student alone")
-        named = next((r for r in other if r.get("name") == stem), None)
+        name = (last.get("name") or "").removesuffix(" · student alone")
     else:
-        named = next((r for r in other if r.get("name") == f"{last.get('name')} · student alone"), None)
-    partner = named or next((r for r in other if r["config"].get("dataset") == last["config"].get("dataset")
-                             and r["config"].get("student") == last["config"].get("student")), None)
+        name = f"{last.get('name')} · student alone"
+    partner = _first_other(store, last, RunQuery(**done, names=(name,)), lambda r: r.get("name") == name) or \
+        _first_other(store, last, RunQuery(**done, datasets=(last["dataset"],), students=(last["student"],),
+                                           alone=not is_alone(last)),
+                     lambda r: r["config"].get("dataset") == last["config"].get("dataset")
+                     and r["config"].get("student") == last["config"].get("student"))
     return [last["id"]] + ([partner["id"]] if partner is not None else [])
+
+
+def _first_other(store: Store, last: dict, query: RunQuery, ok, page: int = 50) -> dict | None:
+    """The newest run of `query` other than `last`, alone where `last` is not (and not where it is), passing `ok`."""
+    for offset in range(0, store.count_runs(query), page):
+        for r in store.query_runs(replace(query, limit=page, offset=offset)):
+            if r["id"] != last["id"] and is_alone(r) != is_alone(last) and ok(r):
+                return r
+    return None
 
 
 def run_label(run: Mapping) -> str:

@@ -12,7 +12,7 @@ from ..config import FIELD_SPECS, WEIGHT
 from ..spec import HParam
 from ..store import Store, default_home
 from . import cache as C
-from .analysis import SAMPLE_MODES, analysis_runs, nearest, reference_name, sample_positions, subset
+from .analysis import SAMPLE_MODES, analysis_runs, lm_runs, nearest, reference_name, sample_positions, subset
 from .form import K, find_same_run
 from .runs import run_label
 
@@ -61,9 +61,11 @@ def chart(fig, key: str | None = None, downloads: bool = True) -> None:
                             mime="text/html", key=f"{name}.dl_html", on_click="ignore", icon=":material/download:",
                             help="this figure as one HTML file that opens offline (zoom, hover), with the runs' configs")
     why = X.png_missing()
-    cols[1].download_button("PNG", (lambda: X.figure_png(fig)) if why is None else b"", file_name=f"{X.safe_name(name)}.png",
+    png = (lambda: X.figure_png(fig, page["runs"])) if why is None else b""
+    cols[1].download_button("PNG", png, file_name=f"{X.safe_name(name)}.png",
                             mime="image/png", key=f"{name}.dl_png", on_click="ignore", icon=":material/image:",
-                            disabled=why is not None, help=why or "this figure as a PNG image")
+                            disabled=why is not None, help=why or "this figure as a PNG image, the runs' configs "
+                                                                  "in its metadata (key kd-explorer-config)")
 
 
 _EXPORTS = "_page_exports"
@@ -175,6 +177,10 @@ def pick_runs(store: Store, page: str) -> list[dict]:
     """The run to analyse (shared across pages via session state), optionally a second side by side.
     Stops the page with a hint when no run has probes yet."""
     runs = analysis_runs(store)
+    text_runs = lm_runs(store)   # language models: not this page's (image) views
+    if text_runs:
+        st.info(f"{len(text_runs)} language-model run(s) on text data are not listed here: this page's views are "
+                "for images. See the **Language models** page for them.")
     if not runs:
         st.info("No finished run with probes yet. Start one on the **Train** page (one click on Home: "
                 "*KD vs student alone*); its figures appear here when it completes.")

@@ -38,6 +38,10 @@ class Dataset:
         self.shape = tuple(raw.train_x.shape[1:])
         self.extras = raw.extras
         self.device = device
+        self.modality = spec.modality
+        if self.modality == "text":
+            self._init_text(raw, n_train)
+            return
         train_idx, val_idx = _stratified_split(raw.train_y, VAL_FRACTION)
         if n_train is not None:
             if n_train > len(train_idx):
@@ -55,20 +59,45 @@ class Dataset:
         self._scale = (1.0 / (255.0 * std)).view(1, c, 1, 1)
         self._shift = (-mean / std).view(1, c, 1, 1)
 
+    def _init_text(self, raw: RawData, n_train: int | None) -> None:
+        """Token windows split by position in the text: validation = the training part's last VAL_FRACTION
+        (just before the test part), n_train = the first n_train training windows; no normalisation."""
+        n = len(raw.train_x)
+        n_val = max(1, int(round(n * VAL_FRACTION)))
+        train_idx, val_idx = torch.arange(n - n_val), torch.arange(n - n_val, n)
+        if n_train is not None:
+            if n_train > len(train_idx):
+                raise ValueError(f"n_train={n_train} is larger than the {self.name} training split "
+                                 f"({len(train_idx)} windows after holding out validation); use at most {len(train_idx)}")
+            train_idx = train_idx[:n_train]
+        self.train_index = train_idx
+        d = self.device
+        self.train = Split(raw.train_x[train_idx].to(d), raw.train_y[train_idx].to(d))
+        self.val = Split(raw.train_x[val_idx].to(d), raw.train_y[val_idx].to(d))
+        self.test = Split(raw.test_x.to(d), raw.test_y.to(d))
+        self._scale = self._shift = None
+
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        if self._scale is None:   # text: token ids as they are
+            return x_uint8
         return torch.addcmul(self._shift, x_uint8.float(), self._scale)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Back to [0, 1] for display."""
+        if self._scale is None:
+            return x
         return ((x - self._shift.to(x.device)) / (self._scale.to(x.device) * 255.0)).clamp(0, 1)
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False, with_views: bool = False):
-        """Yield (x normalised float, y, index) on the device; with_views: (x, y, index, view ids or None)."""
+        """Yield (x normalised float, y, index) on the device; with_views: (x, y, index, view ids or None).
+        Text: x the int64 (B, T) windows, y their next tokens flattened to (B*T,), never augmented."""
         data = self.split(split)
+        if self.modality == "text":
+            augment = False
         n = len(data)
         order = torch.randperm(n, generator=generator).to(self.device) if shuffle else torch.arange(n, device=self.device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
@@ -79,7 +108,8 @@ class Dataset:
                 flip = self.spec.augment == "crop_flip"
                 views = draw_views(len(idx), self.spec.pad, flip, generator).to(self.device)
                 x = augment_batch(x, self.spec.pad, flip, views=views)
-            yield (x, data.y[idx], idx, views) if with_views else (x, data.y[idx], idx)
+            y = data.y[idx] if self._scale is not None else data.y[idx].reshape(-1)
+            yield (x, y, idx, views) if with_views else (x, y, idx)
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self.train)

@@ -9,15 +9,28 @@ import torch
 
 @dataclass
 class RawData:
-    """uint8 images (N, C, H, W) and int64 labels, for the official train and test splits."""
+    """uint8 images (N, C, H, W) and int64 labels, for the official train and test splits; modality "text":
+    int64 token windows (N, T) and their next tokens (N, T), train before test in the text (explorer/data/text.py)."""
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: tuple[str, ...]
     extras: dict = field(default_factory=dict)   # e.g. shapes' object boxes: train_boxes, test_boxes
+    modality: str = "image"
 
     def __post_init__(self):
+        if self.modality == "text":
+            for name in ("train_x", "train_y", "test_x", "test_y"):
+                t = getattr(self, name)
+                if t.dtype != torch.int64 or t.dim() != 2:
+                    raise ValueError(f"RawData.{name} of a text dataset must be int64 (N, T), got {t.dtype} "
+                                     f"{tuple(t.shape)}")
+            if self.train_x.shape != self.train_y.shape or self.test_x.shape != self.test_y.shape:
+                raise ValueError("RawData: token windows and next tokens differ in shape")
+            return
+        if self.modality != "image":
+            raise ValueError(f"RawData.modality must be 'image' or 'text', got {self.modality!r}")
         for name in ("train_x", "test_x"):
             t = getattr(self, name)
             if t.dtype != torch.uint8 or t.dim() != 4:

@@ -25,6 +25,9 @@ class DatasetSpec:
     default_root: str | None = None
     takes_image_size: bool = False          # the reader resizes to image_size (else the field is refused)
     recipe: dict = field(default_factory=dict)   # epochs, teacher_epochs, batch_size, lr (+ schedule, momentum, weight_decay for teachers)
+    # "image": uint8 (N, C, H, W) images and class labels; "text": int64 (N, T) token windows and their next tokens
+    # (shape = (T,), num_classes = the vocabulary; explorer/data/text.py)
+    modality: str = "image"
 
     @property
     def takes_root(self) -> bool:
@@ -34,7 +37,7 @@ class DatasetSpec:
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "num_classes": self.num_classes,
                 "shape": list(self.shape) if self.shape else None, "default_teacher": self.default_teacher,
-                "default_student": self.default_student, "needs_root": self.needs_root}
+                "default_student": self.default_student, "needs_root": self.needs_root, "modality": self.modality}
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", key=lambda d: d.name, package="explorer.data")

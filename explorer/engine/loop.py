@@ -78,8 +78,17 @@ def fit(trainer: Trainer, state: RunState) -> dict:
         values |= state.scheme.epoch_metrics()   # e.g. the multi-teacher weights over the epoch
         models = state.scheme.eval_models()
         for name, model in models.items():
-            values[f"val/acc/{name}"] = evaluate(model, data, "val", cfg.batch_size * 4, trainer.check_cancel)
-        values["val/acc"] = values[f"val/acc/{next(iter(models))}"]
+            if data.modality == "text":   # token accuracy, perplexity and the teacher's agreement
+                for k, v in evaluate_lm(model, data, "val", cfg.batch_size * 4, trainer.check_cancel,
+                                        state.teacher).items():
+                    values[f"val/{k}/{name}"] = v
+            else:
+                values[f"val/acc/{name}"] = evaluate(model, data, "val", cfg.batch_size * 4, trainer.check_cancel)
+        first = next(iter(models))
+        values["val/acc"] = values[f"val/acc/{first}"]
+        for k in ("ppl", "agree"):
+            if f"val/{k}/{first}" in values:
+                values[f"val/{k}"] = values[f"val/{k}/{first}"]
         store.log_metrics(trainer.run_id, "epoch", epoch + 1, state.step, values)
         trainer.emit("epoch", epoch + 1, state.step, values)
         if trainer.main:
@@ -152,6 +161,9 @@ def training_step(scheme, batch: Batch, opt, sched, amp_dtype, scaler, timer: St
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 512,
              check_cancel=None) -> float:
     """Accuracy on a split; check_cancel (a run's) is called before each batch."""
+    if data.modality == "text" and _frozen(model):   # the frozen teacher's top-1 tokens, computed once per split
+        top = frozen_top1(model, data, split, batch_size, check_cancel)
+        return (top == data.split(split).y.reshape(-1)).double().mean().item() if len(top) else 0.0
     was = model.training
     model.eval()
     correct = torch.zeros((), device=data.device)
@@ -163,6 +175,63 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
         n += len(y)
     model.train(was)
     return correct.item() / max(n, 1)
+
+
+def _frozen(model: nn.Module) -> bool:
+    return not any(p.requires_grad for p in model.parameters())
+
+
+@torch.no_grad()
+def frozen_top1(model: nn.Module, data: Dataset, split: str, batch_size: int = 256, check_cancel=None) -> torch.Tensor:
+    """A frozen model's top-1 token at every position of a text split, (N*T,): computed once per run (kept on the
+    Dataset, which lives as long as the run), so the teacher is not re-read at every epoch's agreement."""
+    cache = data.__dict__.setdefault("_frozen_top1", {})
+    key = (id(model), split)
+    if key not in cache:
+        was = model.training
+        model.eval()
+        tops = []
+        for x, _, _ in data.batches(split, batch_size):
+            if check_cancel is not None:
+                check_cancel()
+            tops.append(model(x).argmax(1))
+        model.train(was)
+        cache[key] = torch.cat(tops) if tops else torch.zeros(0, dtype=torch.long, device=data.device)
+    return cache[key]
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, data: Dataset, split: str = "val", batch_size: int = 256, check_cancel=None,
+                reference: nn.Module | None = None) -> dict[str, float]:
+    """A language model on a text split: token accuracy "acc", perplexity "ppl" = exp(mean token cross-entropy)
+    and, given a reference (the teacher), "agree" = the fraction of positions where its top-1 token is the
+    model's top-1 token."""
+    ref_tops = (frozen_top1(reference, data, split, batch_size, check_cancel)
+                if reference is not None and _frozen(reference) else None)
+    models = [m for m in (model, reference) if m is not None]
+    was = [m.training for m in models]
+    for m in models:
+        m.eval()
+    correct, nll, agree = (torch.zeros((), device=data.device, dtype=torch.float64) for _ in range(3))
+    n = 0
+    for x, y, _ in data.batches(split, batch_size):
+        if check_cancel is not None:
+            check_cancel()
+        logits = model(x).float()
+        top = logits.argmax(1)
+        correct += (top == y).sum()
+        nll += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        if reference is not None:
+            ref_top = ref_tops[n:n + len(y)] if ref_tops is not None else reference(x).argmax(1)
+            agree += (ref_top == top).sum()
+        n += len(y)
+    for m, w in zip(models, was):
+        m.train(w)
+    n = max(n, 1)
+    out = {"acc": correct.item() / n, "ppl": math.exp(min(nll.item() / n, 700.0))}
+    if reference is not None:
+        out["agree"] = agree.item() / n
+    return out
 
 
 @torch.no_grad()

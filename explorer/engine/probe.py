@@ -40,8 +40,9 @@ def capture(trainer: Trainer, state: RunState, epoch: int) -> None:
                                 ("teacher", reference, ref_stages)):
         specs = TapSpecs.of(model, stages)
         # a model outside the zoo may not name an embedding: its deepest stage, flattened, stands in
+        # transformers (kd_attention): each block's class-token attention per head and the rollout map too
         captured[role] = capture_probe(model, x, list(specs.stages), specs.embedding or specs.stages[-1],
-                                       check_cancel=trainer.check_cancel)
+                                       check_cancel=trainer.check_cancel, attention_specs=specs.attention)
     path = trainer.run_dir / f"probe_epoch{epoch:03d}.pt"
     save_probe(path, epoch, x.cpu(), y.cpu(), torch.arange(n), captured["student"], captured["teacher"])
     trainer.store.add_artifact(trainer.run_id, f"probe_epoch{epoch:03d}", path, "probe")

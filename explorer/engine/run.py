@@ -23,7 +23,7 @@ from ..recipes import recipe_hash, resolve, teacher_recipe
 from ..store import Store
 from ..teachers import TeacherRef
 from . import checkpoint, loop, probe, setup
-from .loop import evaluate
+from .loop import evaluate, evaluate_lm
 from .setup import RunState
 
 CANCEL_POLL_S = 0.25       # how often the store is asked whether someone cancelled the run
@@ -182,6 +182,10 @@ class Trainer:
         models = scheme.eval_models()
         summary = {f"test_acc/{n}": evaluate(m, state.data, "test", cfg.batch_size * 4) for n, m in models.items()}
         summary["test_acc"] = summary[f"test_acc/{next(iter(models))}"]
+        if state.data.modality == "text":   # language models: perplexity, and agreement with the teacher
+            lm = evaluate_lm(next(iter(models.values())), state.data, "test", cfg.batch_size * 4, None, state.teacher)
+            summary["test_ppl"], summary["val_ppl"] = lm["ppl"], values.get("val/ppl")
+            summary["test_agree"] = lm.get("agree")
         summary["teacher_acc"] = state.teacher_acc
         summary["val_acc"] = values.get("val/acc")   # None when resumed after its last epoch
         summary["n_train"] = len(state.data.train)
@@ -202,13 +206,16 @@ class Trainer:
         final = self.run_dir / "model.pt"
         checkpoint.atomic_save({n: m.state_dict() for n, m in models.items()}, final, "the final models")
         self.store.add_artifact(self.run_id, "model", final, "state_dict")
-        # the whole test split's logits of the student and its teacher (or reference peer), for the app's figures
+        # the whole test split's logits of the student and its teacher (or reference peer), for the app's figures;
+        # not for text runs (one row per token: ~18 MB, and the Language models page reads the models instead)
         side = state.teacher if state.teacher is not None else scheme.probe_reference()
-        logits = loop.test_logits({"student": next(iter(models.values())), **({"reference": side} if side is not None
-                                                                              else {})}, state.data, cfg.batch_size * 4)
-        logits["reference_name"] = "teacher" if state.teacher is not None else "reference peer"
-        checkpoint.atomic_save(logits, self.run_dir / "test_logits.pt", "the test-split logits")
-        self.store.add_artifact(self.run_id, "test_logits", self.run_dir / "test_logits.pt", "logits")
+        if state.data.modality != "text":
+            logits = loop.test_logits({"student": next(iter(models.values())), **({"reference": side} if side is not
+                                                                                  None else {})}, state.data,
+                                      cfg.batch_size * 4)
+            logits["reference_name"] = "teacher" if state.teacher is not None else "reference peer"
+            checkpoint.atomic_save(logits, self.run_dir / "test_logits.pt", "the test-split logits")
+            self.store.add_artifact(self.run_id, "test_logits", self.run_dir / "test_logits.pt", "logits")
         scheme.save_artifacts(self.run_dir, self.store, self.run_id)
         self.store.log_metrics(self.run_id, "final", cfg.epochs, state.step,
                                {k: v for k, v in summary.items() if isinstance(v, float)})

@@ -18,6 +18,7 @@ from ..data import Dataset, load_dataset
 from ..device import amp_dtype_for, resolve_device
 from ..dot import DistillationOrientedTrainer
 from ..models import create_model
+from ..models.sequence import build_args
 from ..schemes import RunContext, Scheme, get_scheme
 from ..speed import prepare_student, prepare_teacher
 from ..teachers import TeacherRef
@@ -101,10 +102,10 @@ def build(trainer: Trainer, resume: bool) -> RunState:
 
 
 def make_model(arch: str, data: Dataset, device: torch.device) -> nn.Module:
-    """A fresh model for `data`: from the zoo, or the user's own factory ('import:pkg.module:factory')."""
+    """A fresh model for `data`: from the zoo, or the user's own factory ('import:pkg.module:factory').
+    Text data: num_classes = its vocabulary, image_size = its context length (models/sequence.py build_args)."""
     build = custom_model_factory(arch) if is_custom(arch) else partial(create_model, arch)
-    c, h, _ = data.shape
-    return build(num_classes=data.num_classes, in_channels=c, image_size=h).to(device)
+    return build(**build_args(data.shape, data.num_classes)).to(device)
 
 
 def frozen_teacher(trainer: Trainer, build_model, arch: str) -> tuple[nn.Module, TeacherRef]:

@@ -53,6 +53,10 @@ class PairContext:
     epochs: int
     steps_per_epoch: int
     pairs: tuple[tuple[int, int], ...] | None = None  # explicit (student stage, teacher stage) override
+    # transformers: each block's attention shape (heads, N, N); () = the model declares no kd_attention,
+    # None = not measured (a PairContext built by hand)
+    student_attention: tuple[tuple[int, ...], ...] | None = None
+    teacher_attention: tuple[tuple[int, ...], ...] | None = None
 
 
 # Logit standardisation as a switch of every logit-based method, so "X + LS" is one hyperparameter

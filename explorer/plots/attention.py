@@ -174,7 +174,8 @@ def distillation_comparison(image, teacher_map, alone_map, distilled_map, opacit
 def mask_fraction_figure(df, chance: float | None = None,
                          title: str | None = "Attention inside the object mask") -> go.Figure:
     """Left: bars per stage (shallow → deep) at each model's last recorded epoch, teacher vs student alone vs
-    distilled student (activation attention; Grad-CAM bars too when the frame has map == "gradcam").
+    distilled student (activation attention; Grad-CAM bars too when the frame has map == "gradcam", and a
+    transformer's attention rollout, cross-hatched bars and dashed lines, when it has map == "rollout").
     Right: the deepest stage's fraction over the recorded epochs, one line per model. df: the per-class rows of
     explorer.app.mask_fractions (model, epoch, depth, stage, map, cls, fraction, n); chance: the mean mask area
     (what a map that ignores the image scores), drawn as a dotted line."""
@@ -204,6 +205,20 @@ def mask_fraction_figure(df, chance: float | None = None,
                                      showlegend=False,
                                      hovertemplate=f"{m}<br>Grad-CAM<br>inside: %{{y:.3f}}<extra></extra>"),
                               row=1, col=1)
+            roll = s[(s["map"] == "rollout") & (s["model"] == m)]
+            if len(roll):   # a transformer's attention rollout (all blocks): cross-hatched, and dashed over time
+                rl = roll[roll["epoch"] == roll["epoch"].max()]
+                fig.add_trace(go.Bar(x=["rollout (all blocks)"], y=rl["fraction"], name=f"{m} (rollout)",
+                                     marker_color=colors[m], marker_pattern_shape="x", legendgroup=m, offsetgroup=m,
+                                     showlegend=False,
+                                     hovertemplate=f"{m}<br>rollout<br>inside: %{{y:.3f}}<extra></extra>"),
+                              row=1, col=1)
+                roll = roll.sort_values("epoch")
+                fig.add_trace(go.Scatter(x=roll["epoch"], y=roll["fraction"], mode="lines+markers",
+                                         name=f"{m} (rollout)", line=dict(color=colors[m], dash="dash"),
+                                         legendgroup=m, showlegend=False,
+                                         hovertemplate=f"{m} rollout<br>epoch %{{x}}<br>inside: %{{y:.3f}}"
+                                                       "<extra></extra>"), row=1, col=2)
             deep = att[att["model"] == m]
             if len(deep):
                 deep = deep[deep["depth"] == deep["depth"].max()].sort_values("epoch")

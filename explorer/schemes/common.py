@@ -8,17 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import list_models
-from ..models.registry import get_model_spec
+from ..models.registry import MODELS, get_model_spec
 
 
 def parse_archs(scheme: str, hparam: str, value: str) -> list[str]:
-    """'cnn_small, resnet8' -> ['cnn_small', 'resnet8'], every name checked against the zoo."""
+    """'cnn_small, resnet8' -> ['cnn_small', 'resnet8'], every name checked against the zoo (timm: names too)."""
     archs = [a.strip() for a in value.split(",") if a.strip()]
-    known = list_models()
     for a in archs:
-        if a not in known:
+        if a not in MODELS:
             raise ValueError(f"scheme {scheme!r}: {hparam} names {a!r}, which is not in the model zoo; "
-                             f"choose from: {', '.join(known)}")
+                             f"choose from: {', '.join(list_models())} (or a timm:NAME)")
     return archs
 
 

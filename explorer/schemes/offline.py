@@ -37,38 +37,42 @@ def build_methods(config, student: nn.Module, teacher: nn.Module, ctx: RunContex
 
 
 @torch.no_grad()
-def tap_shapes(model: nn.Module, specs: TapSpecs, x: torch.Tensor) -> tuple[tuple[tuple[int, ...], ...], int]:
-    """(each stage's (C, H, W), the embedding's width or 0) of `model`'s taps, from one forward pass on `x`."""
+def tap_shapes(model: nn.Module, specs: TapSpecs, x: torch.Tensor):
+    """(each stage's (C, H, W), the embedding's width or 0, each block's attention (heads, N, N) or ()) of
+    `model`'s taps, from one forward pass on `x`."""
     was = model.training
     model.eval()
-    out = forward_outputs(model, x, {"stages", "embedding"} if specs.embedding else {"stages"}, specs)
+    needs = {"stages"} | ({"embedding"} if specs.embedding else set()) | ({"attention"} if specs.attention else set())
+    out = forward_outputs(model, x, needs, specs)
     model.train(was)
-    return tuple(tuple(f.shape[1:]) for f in out.stages), out.embedding.shape[1] if out.embedding is not None else 0
+    return (tuple(tuple(f.shape[1:]) for f in out.stages), out.embedding.shape[1] if out.embedding is not None else 0,
+            tuple(tuple(a.shape[1:]) for a in out.attentions))
 
 
 def measure_pair(student, teacher, s_specs, t_specs, ctx: RunContext, config) -> PairContext:
     """One dry forward pass on two training images to learn the taps' shapes."""
     x, _, _ = next(ctx.dataset.batches("train", 2))
-    (s_st, s_emb), (t_st, t_emb) = tap_shapes(student, s_specs, x), tap_shapes(teacher, t_specs, x)
+    (s_st, s_emb, s_att), (t_st, t_emb, t_att) = tap_shapes(student, s_specs, x), tap_shapes(teacher, t_specs, x)
     return PairContext(s_st, t_st, s_emb, t_emb, ctx.dataset.num_classes, len(ctx.dataset.train),
                        ctx.epochs, ctx.steps_per_epoch,
-                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None)
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att)
 
 
 @lru_cache(maxsize=64)
 def _zoo_tap_shapes(arch: str, num_classes: int, shape: tuple[int, int, int], stages: tuple[str, ...] | None):
     from ..models import create_model
-    model = create_model(arch, num_classes=num_classes, in_channels=shape[0], image_size=shape[1])
-    return tap_shapes(model, TapSpecs.of(model, list(stages) if stages else None), torch.zeros(2, *shape))
+    from ..models.sequence import build_args, dummy_input
+    model = create_model(arch, **build_args(shape, num_classes))
+    return tap_shapes(model, TapSpecs.of(model, list(stages) if stages else None), dummy_input(shape))
 
 
 def dry_pair(config, student: str, teacher: str, shape: tuple[int, int, int], num_classes: int) -> PairContext:
     """The PairContext a run of `config` would measure (measure_pair), without its data: zoo models built on
     the CPU and one dry forward pass on zeros of the dataset's shape (the shapes are cached per model)."""
-    s_st, s_emb = _zoo_tap_shapes(student, num_classes, tuple(shape), tuple(config.student_stages or ()) or None)
-    t_st, t_emb = _zoo_tap_shapes(teacher, num_classes, tuple(shape), tuple(config.teacher_stages or ()) or None)
+    s_st, s_emb, s_att = _zoo_tap_shapes(student, num_classes, tuple(shape), tuple(config.student_stages or ()) or None)
+    t_st, t_emb, t_att = _zoo_tap_shapes(teacher, num_classes, tuple(shape), tuple(config.teacher_stages or ()) or None)
     return PairContext(s_st, t_st, s_emb, t_emb, num_classes, config.n_train or 0, config.epochs or 1, 1,
-                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None)
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att)
 
 
 def union_needs(methods) -> frozenset[str]:

@@ -28,7 +28,7 @@ from explorer.store import Store
 REPO = Path(__file__).resolve().parents[2]
 ANALYSIS = ["3_Attention_maps", "4_Feature_similarity", "5_Relation_matrices", "6_Logits_and_calibration",
             "7_Embeddings"]
-PAGES = ["1_Train", "2_Runs"] + ANALYSIS + ["8_Benchmark"]
+PAGES = ["1_Train", "2_Runs"] + ANALYSIS + ["8_Benchmark", "9_Language_models"]
 TINY = dict(n_train=100, epochs=2)     # the bundled digits teacher is reused: no teacher training
 
 

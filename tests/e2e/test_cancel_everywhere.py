@@ -35,6 +35,12 @@ SLOW = {
     "crossmodal": ({"dataset": "shapes", "student": "resnet8", "teacher": "cnn_tiny"},
                    {"student_view": "grayscale"}, "epoch", "store"),
 }
+SLOW["deit"] = ({"student": "deit_tiny_p2"}, {}, "epoch", "store")   # its student needs a distillation token
+# the language-model schemes run on text with the bundled pydoc teacher; seqkd is cancelled while that teacher
+# writes its text (its slow part before the first step), onpolicy in the step loop
+_TEXT = {"dataset": "pydoc", "student": "gpt_1x32"}
+SLOW["seqkd"] = (_TEXT, {}, "log:seqkd: the teacher writes", "store")
+SLOW["onpolicy"] = (_TEXT | {"methods": ["gkd"]}, {}, "epoch", "store")
 DEFAULT = ({}, {}, "epoch", "store")
 
 

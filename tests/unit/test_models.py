@@ -7,13 +7,15 @@ from torch import nn
 
 from explorer.models import (TapError, create_model, embedding_spec, get_model_spec, list_models, model_info,
                              stage_specs, tap)
+from explorer.models.sequence import is_sequence_arch
 
-ALL = list_models()
+# image models; the sequence (language) models read token windows: tests/unit/test_text_lm.py
+ALL = [n for n in list_models() if not is_sequence_arch(n)]
 CIFAR = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
          "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "MobileNetV2",
          "ShuffleV1", "ShuffleV2"]
 ONE_PER_FAMILY = ["cnn_small", "resnet8", "wrn_16_1", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2"]
-N_STAGES = {"cnn": 3, "resnet": 4, "wrn": 4, "vgg": 5, "mobilenet": 5, "shufflenet": 4}
+N_STAGES = {"cnn": 3, "resnet": 4, "wrn": 4, "vgg": 5, "mobilenet": 5, "shufflenet": 4, "vit": 4}
 
 # Parameter counts at 100 classes, CRD (Tian et al., ICLR 2020) benchmark table, in millions.
 CRD_PARAMS_M = {"resnet20": 0.28, "resnet56": 0.86, "resnet110": 1.74, "resnet8x4": 1.23, "resnet32x4": 7.43,

@@ -293,3 +293,63 @@ def test_kd_with_standardize_equals_the_official_ls_formula_by_hand():
     assert got.item() == pytest.approx(want, rel=1e-9)
     plain = get_method("kd")(ctx, temperature=T)(Outputs(zs), Outputs(zt), None)["kd"]
     assert plain.item() != pytest.approx(want, rel=1e-3)   # the switch changes the loss
+
+
+# ----------------------------------------------------------------------------- FSP (an init stage, then CE alone)
+def _fsp_by_hand(feats):
+    """RepDistiller distiller_zoo/FSP.py `compute_fsp`: for each consecutive (bottom, top), the larger map
+    avg-pooled to the smaller, then (bottom.unsqueeze(1) * top.unsqueeze(2)).mean over the positions."""
+    out = []
+    for bot, top in zip(feats, feats[1:]):
+        if bot.shape[2] > top.shape[2]:
+            bot = F.adaptive_avg_pool2d(bot, (top.shape[2], top.shape[2]))
+        elif bot.shape[2] < top.shape[2]:
+            top = F.adaptive_avg_pool2d(top, (bot.shape[2], bot.shape[2]))
+        out.append((top.flatten(2).unsqueeze(2) * bot.flatten(2).unsqueeze(1)).mean(-1))   # [b, c_top, c_bot]
+    return out
+
+
+class _Batches:
+    """The dataset surface the offline scheme and its init stage read: 120 digit-sized images, 10 classes."""
+    num_classes, train = 10, range(120)
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(120, 1, 8, 8, generator=g), torch.arange(120) % 10
+
+    def batches(self, split, batch_size, shuffle=False, augment=False, generator=None):
+        order = torch.randperm(len(self.x), generator=generator) if shuffle else torch.arange(len(self.x))
+        for i in range(0, len(order), batch_size):
+            yield self.x[order[i:i + batch_size]], self.y[order[i:i + batch_size]], order[i:i + batch_size]
+
+
+def test_fsp_trains_the_student_features_in_an_init_stage_then_the_main_stage_is_ce_alone():
+    """RepDistiller train_student.py `--distill fsp` (scripts/run_cifar_distill.sh `-a 0 -b 50`): helper/pretrain.py
+    `init` trains model_s.get_feat_modules() on sum(FSP(feat_s[:-1], feat_t[:-1])) for init_epochs (30 of 240) at
+    the run's lr (only `factor` gets 0.01); helper/loops.py then sets loss_kd = 0 for fsp: the main loss is CE."""
+    from explorer.models.outputs import forward_outputs
+    info = get_method("fsp").describe()
+    assert info["init_stage"] and info["default_weight"] == 0.0 and info["default_ce_weight"] == 1.0
+    assert {h["name"]: h["default"] for h in info["hparams"]} == {"init_fraction": 30 / 240}   # no init_lr
+    config = resolve(RunConfig(dataset="digits", n_train=120, student="cnn_small", teacher="cnn_small",
+                               methods=["fsp"], epochs=8, batch_size=64))            # ceil(8 x 30/240) = 1 init epoch
+    data = _Batches()
+    torch.manual_seed(0)
+    teacher, student = freeze(create_model("cnn_small", 10, 1, 8)), create_model("cnn_small", 10, 1, 8)
+    ctx = RunContext(config, data, torch.device("cpu"), student, teacher, None, 2, 8)
+    offline = get_scheme("offline")(ctx)
+    fsp = offline.methods[0]
+    assert offline.weights == [0.0] and fsp.init_epochs() == 1
+    x, y, idx = next(iter(data.batches("train", 16)))
+    s, t = (forward_outputs(mdl, x, {"stages"}, sp) for mdl, sp in ((student, offline.s_specs),
+                                                                    (teacher, offline.t_specs)))
+    assert [i for i, _ in fsp.pairs] == list(range(len(s.stages))) == [j for _, j in fsp.pairs]   # stem included
+    expected = sum((gs - gt).pow(2).mean() for gs, gt in zip(_fsp_by_hand(s.stages), _fsp_by_hand(t.stages)))
+    assert fsp.init_loss(s, t, None)["fsp_init"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    offline.train()
+    _, losses = offline.train_step(Batch(x, y, idx))        # the first step runs the init stage
+    changed = {n for n, p in student.named_parameters() if not torch.equal(p, before[n])}
+    assert bool(fsp.init_done) and changed and not any(n.startswith("fc.") for n in changed)   # features only
+    assert set(losses) == {"ce", "fsp"} and losses["fsp"].item() == 0.0 and losses["ce"].item() > 0
