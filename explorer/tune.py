@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import sys
@@ -24,7 +23,7 @@ import time
 from datetime import date
 
 from .config import WEIGHT
-from .errors import ConfigError, RunFailed
+from .errors import ConfigError
 
 # key -> (what the weight is, its main hyperparameter). For a method the weight is its term's weight ("@");
 # for a scheme it is one of its own hyperparameters (or None). None as the hyperparameter: the weight only.
@@ -139,31 +138,16 @@ def rung_sizes(n_candidates: int, n_seeds: int, budget: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ the validation view of a dataset
-def _val_as_test(base: str, root=None, image_size=None):
-    """The dataset's training split only, with its held-out validation rows as the evaluation split."""
-    from .data.loader import SPLIT_SEED, VAL_FRACTION, _stratified_split, read_raw
-    from .data.raw import RawData
-    raw = read_raw(base, root, image_size)
-    _, val = _stratified_split(raw.train_y, VAL_FRACTION)   # the rows the engine holds out (same y, same seed)
-    assert SPLIT_SEED == 0
-    extras = {k: v for k, v in raw.extras.items() if "test" not in k}
-    return RawData(raw.train_x, raw.train_y, raw.train_x[val], raw.train_y[val], raw.classes, extras)
-
-
 @contextlib.contextmanager
 def validation_view(dataset: str):
-    """Register `<dataset>~val`: the same training rows (the engine carves the same validation rows again), its
-    "test" split = those validation rows. Removed from the registry afterwards."""
-    from .data import DATASETS, get_dataset_spec
-    name = f"{dataset}~val"
-    base = get_dataset_spec(dataset)
-    spec = dataclasses.replace(base, name=name, description=f"{dataset}: training split only (tuning)",
-                               reader=lambda root=None, image_size=None: _val_as_test(dataset, root, image_size))
-    DATASETS.register(spec)
+    """The name of `<dataset>~val` (explorer/data/validation.py): the same training rows (the engine carves the
+    same validation rows again), its "test" split = those validation rows; its cached read is dropped afterwards."""
+    from .data import get_dataset_spec
+    from .data.validation import view_name
+    get_dataset_spec(dataset)   # an unknown dataset is named as such
     try:
-        yield name
+        yield view_name(dataset)
     finally:
-        DATASETS._entries.pop(name, None)
         from .data.loader import _read_cached
         _read_cached.cache_clear()
 
@@ -182,9 +166,10 @@ def _teacher_ckpt(cfg: dict, store) -> str | None:
 
 
 def tune_key(key: str, dataset: str, seeds: list[int], budget: int, store, base: dict | None = None,
-             log=print) -> dict:
-    """Tune one method or scheme; returns its tuned-file entry (values, benchmark values, trials)."""
-    from .engine import Trainer
+             log=print, executor: str | None = None, address: str | None = None) -> dict:
+    """Tune one method or scheme; returns its tuned-file entry (values, benchmark values, trials). Each rung's
+    trials are one grid for explorer.executors.run_many: here one after another, or at once on a Ray cluster."""
+    from .executors import run_many
     kind = kind_of(key)
     base = dict(base or {}, dataset=dataset)
     if kind == "methods":
@@ -204,6 +189,7 @@ def tune_key(key: str, dataset: str, seeds: list[int], budget: int, store, base:
         alive = trials
         for r, seed in enumerate(seeds):
             alive = sorted(alive, key=lambda t: -_score(t))[:sizes[r]] if r else alive
+            configs = []
             for t in alive:
                 cfg = dict(base, dataset=view, seed=seed, probe_size=0, checkpoint_every=0, defaults="benchmark",
                            name=f"tune-{key}-s{seed}")
@@ -213,16 +199,17 @@ def tune_key(key: str, dataset: str, seeds: list[int], budget: int, store, base:
                     cfg["methods"] = [{"key": key, "weight": t["weight"], "params": dict(t["params"])}]
                 else:
                     cfg["scheme_params"] = dict(t["params"])
-                t0 = time.time()
-                try:
-                    res = Trainer(cfg, store).run()
-                    acc = res["val_acc"] if res["status"] == "completed" else float("nan")
-                except RunFailed as e:
-                    acc, res = float("nan"), {"status": f"failed: {str(e)[:120]}"}
-                t["val_acc"][int(seed)] = None if math.isnan(acc) else round(float(acc), 6)
+                configs.append(cfg)
+            t0 = time.time()
+            for t, run_id in zip(alive, run_many(configs, executor=executor, address=address, store=store)):
+                run = store.get_run(run_id)
+                acc = (run.get("summary") or {}).get("val_acc") if run["status"] == "completed" else None
+                res = {"status": run["status"] if acc is not None else f"{run['status']}: "
+                       f"{(run.get('message') or '')[:120]}"}
+                t["val_acc"][int(seed)] = None if acc is None else round(float(acc), 6)
                 done += 1
                 log(f"[tune {key} {done}/{sum(sizes)}] {_describe(t)} seed {seed}: val_acc="
-                    f"{acc:.4f} ({time.time() - t0:.1f} s)")
+                    f"{float('nan') if acc is None else acc:.4f} ({time.time() - t0:.1f} s for the rung so far)")
     if all(a is None for t in trials for a in t["val_acc"].values()):
         raise ConfigError("tune", f"every trial of {key!r} failed (last: {res.get('status')}); nothing was chosen")
     ranked = sorted([t for t in trials if len(t["val_acc"]) == len(seeds)] or trials, key=lambda t: -_score(t))
@@ -269,7 +256,8 @@ def main(args) -> int:
     out = {}
     for k in keys:
         try:
-            entry = tune_key(k, args.dataset, seeds, args.budget, store, base, log)
+            entry = tune_key(k, args.dataset, seeds, args.budget, store, base, log, getattr(args, "executor", None),
+                             getattr(args, "address", None))
         except ConfigError as e:   # refused before it ran, e.g. FSP on unequal channels
             log(f"[tune {k}] not tuned: {e}")
             out[k] = {"error": str(e)}
@@ -297,3 +285,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", dest="n_train", type=int, help="a stratified subset of the training rows")
     p.add_argument("--out-dir", dest="out_dir", help="where <dataset>.yaml is written (default data/tuned/)")
     p.add_argument("--home", help="where the trials' runs are recorded (default <KD_EXPLORER_HOME>/tune)")
+    p.add_argument("--executor", choices=("local", "ray"), help="where each rung's trials run: one after another "
+                   "here (local, the default: KD_EXPLORER_EXECUTOR) or at once on a Ray cluster (docs/ray.md)")
+    p.add_argument("--address", help="the Ray cluster (default KD_EXPLORER_RAY_ADDRESS, else a local one)")

@@ -40,7 +40,31 @@ class DatasetSpec:
                 "default_student": self.default_student, "needs_root": self.needs_root, "modality": self.modality}
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", key=lambda d: d.name, package="explorer.data")
+class DatasetRegistry(Registry):
+    """The datasets, plus names derived from them on demand (a dataset's validation view, `digits~val`:
+    explorer/data/validation.py) -- resolved in any process, never listed."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._derivers: list[Callable[[str], DatasetSpec | None]] = []
+
+    def derive(self, deriver: Callable[[str], "DatasetSpec | None"]) -> None:
+        self._derivers.append(deriver)
+
+    def _derived(self, key: object) -> DatasetSpec | None:
+        self._discover()
+        if not isinstance(key, str) or key in self._entries:
+            return None
+        return next((spec for d in self._derivers if (spec := d(key)) is not None), None)
+
+    def get(self, key: str) -> DatasetSpec:
+        return self._derived(key) or super().get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or self._derived(key) is not None
+
+
+DATASETS: Registry[DatasetSpec] = DatasetRegistry("dataset", key=lambda d: d.name, package="explorer.data")
 register_dataset = DATASETS.register
 get_dataset_spec = DATASETS.get
 

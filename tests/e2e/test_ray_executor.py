@@ -187,3 +187,17 @@ def test_cancel_reaches_a_remote_run_within_two_seconds(cluster, tmp_path):
     _, latency = _cancel_remote(Store(tmp_path / "home"))
     print(f"cancel -> cancelled on a Ray worker: {latency:.2f} s")
     assert latency < 2.0
+
+
+def test_tune_runs_each_rung_on_the_cluster_and_never_reads_the_test_split(cluster, tmp_path):
+    """kd-explorer tune --executor ray: a rung's trials are Ray tasks; each worker derives the dataset's validation
+    view itself (digits~val), so the trials score on validation rows there too."""
+    from explorer import tune
+    store = Store(tmp_path / "home")
+    entry = tune.tune_key("kd", "digits", [0], 2, store, {"epochs": 1, "n_train": 120}, log=lambda m: None,
+                          executor="ray")
+    runs = store.list_runs()
+    assert len(runs) == 2 and all(r["status"] == "completed" for r in runs)
+    assert all(store.get_run(r["id"])["worker_pid"] != os.getpid() for r in runs)   # trained on Ray workers
+    assert {store.get_run(r["id"])["config"]["dataset"] for r in runs} == {"digits~val"}
+    assert all(0.0 <= t["val_acc"][0] <= 1.0 for t in entry["trials"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.app.analysis import stage_label
+
 from explorer.config import RunConfig
 from explorer.engine import run
 from explorer.models import create_model
@@ -40,7 +42,8 @@ def test_a_timm_student_completes_a_kd_at_run_and_its_stages_reach_the_cka_page(
     at.switch_page("pages/4_Feature_similarity.py").run()
     assert not at.exception
     maps = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"]
-    assert maps and maps[0]["x"] == stages                                # the student's timm stage names
+    # the student's timm stage names, as the page labels them (a ViT's `blocks.i` reads "block i+1")
+    assert maps and maps[0]["x"] == [stage_label(s) for s in stages]
 
 
 def test_a_timm_teacher_is_trained_and_distilled_from():
