@@ -36,5 +36,5 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install -q "torch==2.13.0" 2>/dev/null \
     || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-python -m pip install -q -e ".[test,png]"   # png: figures download as PNG (kaleido drives the system Chromium)
+python -m pip install -q -e ".[test,png,ray]"   # png: figures as PNG (kaleido drives the system Chromium); ray: the Ray executor and its tests
 python scripts/setup_stamp.py write

@@ -6,7 +6,7 @@ the checkout or use another venv, and setup.sh installs again (KD_EXPLORER_REINS
 
     python scripts/setup_stamp.py check   # exit 0: up to date, nothing to install
     python scripts/setup_stamp.py write   # after a successful install
-    python scripts/setup_stamp.py check test,timm   # the extras installed (default test,png): setup.sh --timm
+    python scripts/setup_stamp.py check test,timm   # the extras installed (default test,png,ray): setup.sh --timm
 
 Only the requirements of the extras that were installed count: an extra in pyproject.toml that this venv does
 not use (ray, timm in the main venv) never makes setup install again.
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ("pyproject.toml", "setup.py", "scripts/setup.sh")   # what decides what setup installs
 DIST = "kd-explorer"
-EXTRAS = "test,png"   # what setup.sh installs into the main venv (.venv-timm: test,timm)
+EXTRAS = "test,png,ray"   # what setup.sh installs into the main venv (.venv-timm: test,timm)
 
 
 def fingerprint(root: Path = ROOT, extras: str = EXTRAS) -> str:

@@ -66,9 +66,9 @@ def test_setup_sh_installs_only_when_the_stamp_is_not_current(tmp_path, current)
     if current:
         assert calls == ["scripts/setup_stamp.py check"]
     else:
-        assert calls[0] == "scripts/setup_stamp.py check" and "-m pip install -q -e .[test,png]" in calls
+        assert calls[0] == "scripts/setup_stamp.py check" and "-m pip install -q -e .[test,png,ray]" in calls
         assert calls[-1] == "scripts/setup_stamp.py write"             # stamped after the install, not before
     log.unlink()
     subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], env=dict(env, KD_EXPLORER_REINSTALL="1"),
                    check=True, timeout=60)
-    assert "-m pip install -q -e .[test,png]" in log.read_text().splitlines()   # forced
+    assert "-m pip install -q -e .[test,png,ray]" in log.read_text().splitlines()   # forced
