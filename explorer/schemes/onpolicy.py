@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..kd import get_method
-from ..kd.base import Batch, HParam, Outputs, Paper
+from ..kd.base import Batch, HParam, Outputs
+from ..kd.gkd import GeneralizedJSD
 from ..models.outputs import forward_outputs
 from .base import register_scheme
 from .offline import Offline
@@ -28,9 +29,7 @@ class OnPolicy(Offline):
     key = "onpolicy"
     name = "On-policy distillation (GKD)"
     category = "offline"
-    paper = Paper("Rishabh Agarwal, Nino Vieillard, Yongchao Zhou, Piotr Stanczyk, Sabela Ramos, Matthieu Geist, "
-                  "Olivier Bachem", "On-Policy Distillation of Language Models: Learning from Self-Generated "
-                  "Mistakes", 2024, "ICLR", "2306.13649")
+    paper = GeneralizedJSD.paper   # GKD: one paper for its divergence (explorer/kd/gkd.py) and its lambda
     equation = (r"\mathcal{L} = \mathbb{E}_{u \sim \mathrm{Bernoulli}(\lambda)}\Big[u\,\mathbb{E}_{y \sim p_s(\cdot|x)}"
                 r"\textstyle\sum_t D\big(p_t \| p_s\big)(y_{<t}) + (1-u)\big(\mathrm{CE} + \sum_t D(p_t\|p_s)\big)"
                 r"(y^{data})\Big]")
