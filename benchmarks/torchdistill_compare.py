@@ -48,7 +48,12 @@ def ensure_peer_venv(venv: Path) -> Path:
 
 
 # ---------------------------------------------------------------- theirs (runs inside the peer venv)
-def peer_worker(a) -> None:
+def measure_peer(device: str = "cpu", pair: str = "resnet56:resnet20", batch_size: int = 128, warmup: int = 3,
+                 steps: int = 20, workers: int = 2) -> dict:
+    """torchdistill's own DistillationBox loop (its KDLoss T=4, alpha=0.1, its registry's CIFAR resnets, a
+    DataLoader of PIL images with RandomCrop+flip) for `steps` timed steps after `warmup` (0: every step timed),
+    on `device`: {"images_per_s", "cpu_ms_per_image"}. Imports torchdistill: raises ImportError where it is not.
+    The one peer loop: this comparison and scripts/gpu_check_steps.py (the GPU check) both call it."""
     import numpy as np
     import torch
     from PIL import Image
@@ -57,8 +62,9 @@ def peer_worker(a) -> None:
     from torchdistill.core.distillation import get_distillation_box
     from torchdistill.models.registry import get_model
 
-    torch.set_num_threads(a.threads)
-    device = torch.device("cpu")
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    teacher_name, student_name = pair.split(":")
 
     class SyntheticCIFAR(Dataset):
         """CIFAR10-style: HWC uint8 images held in memory, one PIL image per __getitem__, torchvision transforms."""
@@ -78,15 +84,15 @@ def peer_worker(a) -> None:
     transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                     transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
     torch.manual_seed(0)
-    teacher = get_model("resnet56", num_classes=NUM_CLASSES).to(device).eval()
-    student = get_model("resnet20", num_classes=NUM_CLASSES).to(device)
-    steps_per_epoch = -(-N_TRAIN // a.batch_size)
-    epochs = -(-(a.warmup + a.steps) // steps_per_epoch)
+    teacher = get_model(teacher_name, num_classes=NUM_CLASSES).to(device).eval()
+    student = get_model(student_name, num_classes=NUM_CLASSES).to(device)
+    steps_per_epoch = -(-N_TRAIN // batch_size)
+    epochs = -(-(warmup + steps) // steps_per_epoch)
     train_config = {
         "num_epochs": epochs,
         "train_data_loader": {"dataset_id": "train", "sampler": {"class_or_func": RandomSampler, "kwargs": {}},
-                              "kwargs": {"batch_size": a.batch_size, "num_workers": a.workers, "drop_last": False},
-                              "requires_supp": True},
+                              "kwargs": {"batch_size": batch_size, "num_workers": workers, "drop_last": False,
+                                         "pin_memory": device.type == "cuda"}, "requires_supp": True},
         "teacher": {"forward_proc": "forward_batch_only", "sequential": [], "requires_grad": False},
         "student": {"forward_proc": "forward_batch_only", "sequential": [], "requires_grad": True},
         "optimizer": {"key": "SGD", "kwargs": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}},
@@ -99,27 +105,37 @@ def peer_worker(a) -> None:
     }
     box = get_distillation_box(teacher, student, {"train": SyntheticCIFAR(transform)}, train_config, device,
                                None, False, 1)
-    step, images, t0 = 0, 0, None
+    step, images = 0, 0
+    t0, c0 = (time.perf_counter(), time.process_time()) if warmup == 0 else (None, None)
     for epoch in range(epochs):
         box.pre_epoch_process(epoch=epoch)
         for sample_batch, targets, supp_dict in box.train_data_loader:   # as torchdistill's example loop
-            sample_batch, targets = sample_batch.to(device), targets.to(device)
+            sample_batch = sample_batch.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             loss = box.forward_process(sample_batch, targets, supp_dict)
             box.post_forward_process(loss=loss)
             step += 1
-            if step == a.warmup:
+            if step == warmup and warmup:
+                sync()
                 t0, c0 = time.perf_counter(), time.process_time()
-            elif step > a.warmup:
+            elif step > warmup:
                 images += len(targets)
-            if step == a.warmup + a.steps:
+            if step == warmup + steps:
                 break
-        if step == a.warmup + a.steps:
+        if step == warmup + steps:
             break
+    sync()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     # CPU time of this process only: with DataLoader workers their decoding is not in it
-    print(json.dumps({"images_per_s": images / seconds, "cpu_ms_per_image": 1000 * cpu / images,
-                      "steps": a.steps, "workers": a.workers,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    return {"images_per_s": images / seconds, "cpu_ms_per_image": 1000 * cpu / images}
+
+
+def peer_worker(a) -> None:
+    import torch
+    torch.set_num_threads(a.threads)
+    result = measure_peer("cpu", "resnet56:resnet20", a.batch_size, a.warmup, a.steps, a.workers)
+    print(json.dumps(result | {"steps": a.steps, "workers": a.workers, "threads": torch.get_num_threads(),
+                               "torch": torch.__version__}))
 
 
 # ---------------------------------------------------------------- the comparison (our venv)

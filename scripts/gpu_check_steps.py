@@ -32,85 +32,21 @@ def write(out: Path, name: str, obj) -> Path:
 
 # ---------------------------------------------------------------- torchdistill's loop on this device
 def peer(a) -> int:
-    """torchdistill's DistillationBox loop as benchmarks/torchdistill_compare.py drives it (its KDLoss T=4,
-    alpha=0.1, its registry's CIFAR resnets, a DataLoader of PIL images with RandomCrop+flip), on --device."""
+    """torchdistill's DistillationBox loop on --device: benchmarks/torchdistill_compare.py's measure_peer, the one
+    copy of that loop."""
+    import runpy
     try:
-        import numpy as np
-        import torch
-        from PIL import Image
-        from torch.utils.data import Dataset, RandomSampler
-        from torchvision import transforms
-        from torchdistill.core.distillation import get_distillation_box
-        from torchdistill.models.registry import get_model
-    except Exception as e:   # noqa: BLE001 -- any import failure means: no peer here
+        import torchdistill.core.distillation  # noqa: F401
+        import torchvision  # noqa: F401
+    except Exception as e:   # noqa: BLE001 -- any import failure (a mismatched torchvision raises RuntimeError): no peer
         write(a.out, f"torchdistill_b{a.batch_size}.json", {"skipped": f"torchdistill not importable: {e!r}"[:500]})
         return 0
-    device = torch.device(a.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    teacher_name, student_name = a.pair.split(":")
-    n_train, classes = 5000, 10
-    mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-
-    class SyntheticCIFAR(Dataset):
-        def __init__(self, transform):
-            g = torch.Generator().manual_seed(0)
-            self.data = torch.randint(0, 256, (n_train, 3, 32, 32), generator=g, dtype=torch.uint8) \
-                .permute(0, 2, 3, 1).contiguous().numpy()
-            self.targets = (np.arange(n_train) % classes).tolist()
-            self.transform = transform
-
-        def __len__(self):
-            return n_train
-
-        def __getitem__(self, i):
-            return self.transform(Image.fromarray(self.data[i])), self.targets[i]
-
-    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
-    torch.manual_seed(0)
-    teacher = get_model(teacher_name, num_classes=classes).to(device).eval()
-    student = get_model(student_name, num_classes=classes).to(device)
-    steps_per_epoch = -(-n_train // a.batch_size)
-    epochs = -(-(a.warmup + a.steps) // steps_per_epoch)
-    cfg = {
-        "num_epochs": epochs,
-        "train_data_loader": {"dataset_id": "train", "sampler": {"class_or_func": RandomSampler, "kwargs": {}},
-                              "kwargs": {"batch_size": a.batch_size, "num_workers": a.workers, "drop_last": False,
-                                         "pin_memory": device.type == "cuda"}, "requires_supp": True},
-        "teacher": {"forward_proc": "forward_batch_only", "sequential": [], "requires_grad": False},
-        "student": {"forward_proc": "forward_batch_only", "sequential": [], "requires_grad": True},
-        "optimizer": {"key": "SGD", "kwargs": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}},
-        "scheduler": {"key": "CosineAnnealingLR", "kwargs": {"T_max": epochs * steps_per_epoch}, "scheduling_step": 1},
-        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {
-            "criterion": {"key": "KDLoss", "kwargs": {
-                "student_module_path": ".", "student_module_io": "output", "teacher_module_path": ".",
-                "teacher_module_io": "output", "temperature": 4.0, "alpha": 0.1, "reduction": "batchmean"}},
-            "weight": 1.0}}}},
-    }
-    box = get_distillation_box(teacher, student, {"train": SyntheticCIFAR(transform)}, cfg, device, None, False, 1)
-    step, images = 0, 0
-    t0 = time.perf_counter() if a.warmup == 0 else None   # --warmup 0: every step is timed
-    for epoch in range(epochs):
-        box.pre_epoch_process(epoch=epoch)
-        for x, y, supp in box.train_data_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = box.forward_process(x, y, supp)
-            box.post_forward_process(loss=loss)
-            step += 1
-            if step == a.warmup and a.warmup:
-                sync()
-                t0 = time.perf_counter()
-            elif step > a.warmup:
-                images += len(y)
-            if step == a.warmup + a.steps:
-                break
-        if step == a.warmup + a.steps:
-            break
-    sync()
-    seconds = time.perf_counter() - t0
+    import torch
+    measure_peer = runpy.run_path(str(ROOT / "benchmarks" / "torchdistill_compare.py"))["measure_peer"]
+    result = measure_peer(a.device, a.pair, a.batch_size, a.warmup, a.steps, a.workers)
     write(a.out, f"torchdistill_b{a.batch_size}.json", {
         "pair": a.pair, "batch_size": a.batch_size, "steps": a.steps, "warmup": a.warmup, "workers": a.workers,
-        "device": str(device), "images_per_s": round(images / seconds, 2), "torch": torch.__version__})
+        "device": a.device, "images_per_s": round(result["images_per_s"], 2), "torch": torch.__version__})
     return 0
 
 
