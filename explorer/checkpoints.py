@@ -113,7 +113,9 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, key: str | None = N
             parts.append(f"missing layers: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
         if unexpected:
             parts.append(f"unexpected layers: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
-        raise CheckpointError(f"{Path(path).name} does not fit {type(model).__name__} "
-                              f"(is it another architecture or class count?): " + " | ".join(parts))
+        hint = ("another architecture or vocabulary? A language model's classes are its tokens: a character-level "
+                "teacher does not fit a -bpe dataset" if hasattr(model, "vocab") else
+                "another architecture or class count?")
+        raise CheckpointError(f"{Path(path).name} does not fit {type(model).__name__} ({hint}): " + " | ".join(parts))
     model.load_state_dict(state)
     return model

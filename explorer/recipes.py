@@ -99,11 +99,10 @@ def _check_scheme_config(cfg: RunConfig) -> None:
 
 
 # schemes that cannot run on token windows: they make or transform images (dafl, deepinversion, crossmodal), use an
-# image model's class token or pooled classifier (deit, one, byot), build extra models from the image shape (takd,
-# mtkd_avg, camkd) or keep one prediction per image (cskd, pskd). offline, seqkd, onpolicy, dml, kdcl, tfkd and
-# adversarial run on text (each tried on pydoc).
-IMAGE_ONLY_SCHEMES = ("dafl", "deepinversion", "crossmodal", "deit", "one", "byot", "takd", "mtkd_avg", "camkd",
-                      "cskd", "pskd")
+# image model's class token or pooled classifier (deit, one, byot) or keep one prediction per image (cskd, pskd).
+# offline, seqkd, onpolicy, minillm, dml, kdcl, tfkd, adversarial, takd, mtkd_avg and camkd run on text (each tried
+# on pydoc).
+IMAGE_ONLY_SCHEMES = ("dafl", "deepinversion", "crossmodal", "deit", "one", "byot", "cskd", "pskd")
 MAP_NEEDS = frozenset({"stages", "preact"})   # image feature maps (B, C, H, W); text stages are (B, T, C) tokens
 
 
@@ -134,13 +133,19 @@ def _check_modality(cfg: RunConfig) -> None:
     if cfg.scheme in IMAGE_ONLY_SCHEMES:
         raise ConfigError("scheme", f"{cfg.scheme} is for images (it makes or transforms them, splits an image model "
                           f"or keeps one prediction per image) and {cfg.dataset} is text; choose offline, seqkd, "
-                          "onpolicy, dml, kdcl, tfkd or adversarial")
+                          "onpolicy, minillm, dml, kdcl, tfkd, adversarial, takd, mtkd_avg or camkd")
+    from .models.sequence import TOKEN_ROW_REFUSED, TOKEN_STATE_METHODS
     for i, term in enumerate(cfg.methods):
+        if term.key in TOKEN_ROW_REFUSED:
+            raise ConfigError(f"methods[{i}]", f"{term.key} does not run on text: {TOKEN_ROW_REFUSED[term.key]}; "
+                              "use pkt, sp, irg or a logit method (kd, rkl, gkd, ...)")
         needs = get_method(term.key).needs & MAP_NEEDS
-        if needs:
+        if needs and term.key not in TOKEN_STATE_METHODS:
             raise ConfigError(f"methods[{i}]", f"{term.key} reads image feature maps ({', '.join(sorted(needs))}); "
-                              f"{cfg.dataset} is text, whose blocks give (B, T, C) token states. Use a logit "
-                              "method (kd, rkl, gkd, dkd, ...), an embedding one (rkd, pkt, ...) or minilm")
+                              f"{cfg.dataset} is text, whose blocks give (B, T, C) token states. Of the stage "
+                              f"methods, {', '.join(TOKEN_STATE_METHODS)} read those states (seen as (B, C, T, 1): "
+                              "explorer/models/sequence.py); else use a logit method (kd, rkl, gkd, dkd, ...), an "
+                              "embedding one (pkt, irg, ...) or minilm")
 
 
 def _check_dataset_fields(cfg: RunConfig) -> None:

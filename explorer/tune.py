@@ -9,8 +9,9 @@ Protocol. Every trial is an ordinary run at the dataset's recipe (same training 
 training split (data/loader.py: 10 %, stratified, split seed 0), and the real test split is never read -- not
 even loaded. The score is the validation accuracy at the last epoch, averaged over the seeds a candidate ran.
 Candidates: the benchmark's values first, then the weight x 0.1, x 0.01 (log scale), the main hyperparameter
-halved, the weight x 10, the hyperparameter doubled, then their combinations (SPACE names it per method/scheme). Successive halving: every candidate on
-the first seed, the better half on the next seed, and so on; `--budget` runs in all per key.
+halved, the weight x 10, the hyperparameter doubled, then their combinations (explorer/tune_space.py names them
+per method/scheme). Successive halving: every candidate on the first seed, the better half on the next seed, and so
+on; `--budget` runs in all per key.
 """
 from __future__ import annotations
 
@@ -22,119 +23,19 @@ import sys
 import time
 from datetime import date
 
-from .config import WEIGHT
 from .errors import ConfigError
+from .tune_space import NOTHING_OF_ITS_OWN, _hparam_specs, candidates, kind_of, pair_for, portable, rung_sizes
 
-# key -> (what the weight is, its main hyperparameter). For a method the weight is its term's weight ("@");
-# for a scheme it is one of its own hyperparameters (or None). None as the hyperparameter: the weight only.
-SPACE_METHODS = {
-    "kd": "temperature", "dist": "temperature", "dkd": "beta", "ctkd": "t_max", "mlkd": "temperature",
-    "nkd": "temperature", "gkd": "beta", "rkl": "temperature", "wttm": "gamma", "fitnet": "hint_stage",
-    "at": "p", "fsp": None, "nst": None, "ft": "rate", "kdsvd": "k", "ab": "margin", "ofd": None,
-    "vid": "init_var", "reviewkd": "warmup", "simkd": "factor", "catkd": "resolution", "pkt": None,
-    "cc": "gamma", "irg": None, "rkd": None, "sp": None, "crd": "nce_t", "minilm": None, "ofa": "eps",
-}
-SPACE_SCHEMES = {
-    "takd": (None, None), "dml": ("kl_weight", "temperature"), "one": (None, "temperature"),
-    "kdcl": ("kd_weight", "temperature"), "byot": ("alpha", "temperature"), "cskd": ("lam", "temperature"),
-    "tfkd": ("multiplier", "correct_prob"), "pskd": (None, "alpha_T"), "crossmodal": (None, None),
-    "mtkd_avg": ("kd_weight", "temperature"), "adversarial": ("adv_weight", None),
-    "dafl": ("ie_weight", "g_lr"), "deepinversion": ("bn_weight", "lr"), "camkd": ("kd_weight", "temperature"),
-    "deit": ("alpha", "tau"),
-}
-WEIGHT_FACTORS = (1.0, 0.1, 10.0, 0.01)
-# the order candidates are tried in: (weight factor index, hyperparameter index: 0 default, 1 halved, 2 doubled)
-# weights first: on other data a published weight is what is most often off by an order of magnitude (AT's 1000 on
-# 8x8 maps); the hyperparameter next, then the combinations
-ORDER = ((0, 0), (1, 0), (3, 0), (0, 1), (2, 0), (0, 2), (1, 1), (1, 2), (3, 1), (3, 2), (2, 1), (2, 2))
-PROTOCOL = ("validation split: the 10 % of the training split the engine holds out (stratified, split seed 0); "
-            "the test split is never loaded. Score: validation accuracy at the last epoch, mean over the seeds "
-            "run. Search: successive halving over the benchmark values, the weight x0.1/x0.01/x10 (log scale) "
+PROTOCOL = ("validation split: the 10 % of the training split the engine holds out (images: stratified, split seed "
+            "0; text: the windows just before the test part, by position); the test split is never loaded. Score: "
+            "validation accuracy at the last epoch (text: validation perplexity, lower is better), mean over the "
+            "seeds run. Search: successive halving over the benchmark values, the weight x0.1/x0.01/x10 (log scale) "
             "and the main hyperparameter halved/doubled, in that order; each entry's `protocol` has its budget and seeds.")
 
 
-def kind_of(key: str) -> str:
-    from .kd import METHODS
-    from .schemes import SCHEMES
-    if key in METHODS:
-        return "methods"
-    if key in SCHEMES and key != "offline":
-        return "schemes"
-    from .spec import not_allowed
-    raise ConfigError("tune", not_allowed(key, METHODS.list() + [s for s in SCHEMES.list() if s != "offline"]))
-
-
-def space(key: str) -> tuple[str | None, str | None]:
-    """(weight: "@" for a method's term weight, a scheme hyperparameter's name, or None; main hyperparameter)."""
-    from .kd import get_method
-    from .schemes import get_scheme
-    if kind_of(key) == "methods":
-        names = [h.name for h in get_method(key).hparams]
-        main = SPACE_METHODS.get(key, _first_number(get_method(key).hparams))
-        return "@", main if main in names else None
-    hp = {h.name for h in get_scheme(key).hparams}
-    w, main = SPACE_SCHEMES.get(key, (None, _first_number(get_scheme(key).hparams)))
-    return (w if w in hp else None), (main if main in hp else None)
-
-
-def _first_number(hparams) -> str | None:
-    return next((h.name for h in hparams if h.kind in ("int", "float")), None)
-
-
-def _halved_doubled(spec) -> list:
-    d = spec.default
-    if spec.kind == "int":
-        vals = [d - 1, d + 1]
-    elif d:
-        vals = [d / 2, d * 2]
-    else:
-        vals = [(spec.low or 0) + ((spec.high or 1) - (spec.low or 0)) * q for q in (0.25, 0.5)]
-    lo = -math.inf if spec.low is None else spec.low
-    hi = math.inf if spec.high is None else spec.high
-    out = [min(max(v, lo), hi) for v in vals]
-    return [round(v, 6) if isinstance(v, float) else v for v in out]
-
-
-def candidates(key: str) -> list[dict]:
-    """{weight, params} per candidate, the benchmark's values first; duplicates and refused values dropped."""
-    from .kd import get_method
-    from .schemes import get_scheme
-    kind = kind_of(key)
-    wname, main = space(key)
-    specs = {h.name: h for h in (get_method(key) if kind == "methods" else get_scheme(key)).hparams}
-    w_spec = WEIGHT if wname == "@" else specs.get(wname)
-    w0 = get_method(key).default_weight if wname == "@" else (w_spec.default if w_spec is not None else None)
-    weights = [None] if not w0 or w_spec is None else [
-        min(max(w0 * f, w_spec.low or 0.0), w_spec.high if w_spec.high is not None else math.inf)
-        for f in WEIGHT_FACTORS]
-    hvals = [specs[main].default] + _halved_doubled(specs[main]) if main else [None]
-    out, seen = [], set()
-    for wi, hi in ORDER:
-        if wi >= len(weights) or hi >= len(hvals):
-            continue
-        w, h = weights[wi], hvals[hi]
-        if w is not None and not isinstance(w, int):
-            w = float(f"{w:.6g}")
-        params = {} if main is None else {main: h}
-        if wname not in (None, "@") and w is not None:
-            params[wname] = w
-        cand = {"weight": w if wname == "@" else None, "params": params}
-        sig = json.dumps(cand, sort_keys=True)
-        if sig in seen or any(specs[n].problem(v) for n, v in params.items()):
-            continue
-        seen.add(sig)
-        out.append(cand)
-    return out
-
-
-def rung_sizes(n_candidates: int, n_seeds: int, budget: int) -> list[int]:
-    """How many candidates run on each seed: halving from the most that fit the budget (at least one)."""
-    best = [1] * n_seeds
-    for n0 in range(1, n_candidates + 1):
-        sizes = [max(1, math.ceil(n0 / 2 ** r)) for r in range(n_seeds)]
-        if sum(sizes) <= budget:
-            best = sizes
-    return best
+class NotTunable(ConfigError):
+    """Refused before any trial ran: the key has nothing of its own to tune, or does not run on this dataset.
+    `kd-explorer tune` records the reason in the tuned file (`not_tuned`), so the file covers every key."""
 
 
 # ------------------------------------------------------------------ the validation view of a dataset
@@ -171,24 +72,37 @@ def tune_key(key: str, dataset: str, seeds: list[int], budget: int, store, base:
     trials are one grid for explorer.executors.run_many: here one after another, or at once on a Ray cluster."""
     from .executors import run_many
     kind = kind_of(key)
-    base = dict(base or {}, dataset=dataset)
+    pair = pair_for(key, dataset)
+    base = dict(base or {}, **pair, dataset=dataset)
     if kind == "methods":
         base["methods"] = [{"key": key}]
     else:
         base.update(scheme=key, methods=["kd"])   # as the benchmark tables: offline-style schemes distill with KD
+    if key in NOTHING_OF_ITS_OWN:
+        raise NotTunable("tune", f"{key!r} has nothing of its own to tune: {NOTHING_OF_ITS_OWN[key]}")
     cands = candidates(key)
     if len(cands) < 2:
-        raise ConfigError("tune", f"{key!r} has no weight or numeric hyperparameter to tune here: its "
-                          "knowledge terms' own tuned values apply")
+        hps = ", ".join(h.name for h in _hparam_specs(key)) or "none"
+        raise NotTunable("tune", f"{key!r} has no weight or numeric hyperparameter of its own to search (its "
+                         f"hyperparameters: {hps}): the tuned values of the knowledge terms it runs apply")
+    try:
+        from .recipes import resolve
+        resolve(dict(base))   # refused on this dataset or pair (a text scheme on images, FSP's channels): say why
+    except ConfigError as e:
+        raise NotTunable("tune", f"{key!r} does not run on {dataset} here: {e.detail}") from None
+    from .data import get_dataset_spec
+    metric = score_of(get_dataset_spec(dataset).modality)
+    rank = lambda t: _rank(t, metric)   # noqa: E731
     sizes = rung_sizes(len(cands), len(seeds), budget)
     ckpt = _teacher_ckpt(base, store)
-    trials = [{"weight": c["weight"], "params": c["params"], "val_acc": {}} for c in cands[:sizes[0]]]
+    trials = [{"weight": c["weight"], "params": c["params"], "val_acc": {}, **({metric: {}} if metric != "val_acc"
+                                                                                else {})} for c in cands[:sizes[0]]]
     t_key = time.time()
     done = 0
     with validation_view(dataset) as view:
         alive = trials
         for r, seed in enumerate(seeds):
-            alive = sorted(alive, key=lambda t: -_score(t))[:sizes[r]] if r else alive
+            alive = sorted(alive, key=rank)[:sizes[r]] if r else alive
             configs = []
             for t in alive:
                 cfg = dict(base, dataset=view, seed=seed, probe_size=0, checkpoint_every=0, defaults="benchmark",
@@ -203,32 +117,69 @@ def tune_key(key: str, dataset: str, seeds: list[int], budget: int, store, base:
             t0 = time.time()
             for t, run_id in zip(alive, run_many(configs, executor=executor, address=address, store=store)):
                 run = store.get_run(run_id)
-                acc = (run.get("summary") or {}).get("val_acc") if run["status"] == "completed" else None
+                summary = (run.get("summary") or {}) if run["status"] == "completed" else {}
+                acc = summary.get("val_acc")
                 res = {"status": run["status"] if acc is not None else f"{run['status']}: "
                        f"{(run.get('message') or '')[:120]}"}
-                t["val_acc"][int(seed)] = None if acc is None else round(float(acc), 6)
+                for name in {"val_acc", metric}:   # a diverged run's perplexity (inf, nan) counts as failed
+                    v = summary.get(name)
+                    t[name][int(seed)] = round(float(v), 6) if v is not None and math.isfinite(v) else None
                 done += 1
-                log(f"[tune {key} {done}/{sum(sizes)}] {_describe(t)} seed {seed}: val_acc="
-                    f"{float('nan') if acc is None else acc:.4f} ({time.time() - t0:.1f} s for the rung so far)")
+                log(f"[tune {key} {done}/{sum(sizes)}] {_describe(t)} seed {seed}: {metric}="
+                    f"{float('nan') if t[metric][int(seed)] is None else t[metric][int(seed)]:.4f} "
+                    f"({time.time() - t0:.1f} s for the rung so far)")
     if all(a is None for t in trials for a in t["val_acc"].values()):
         raise ConfigError("tune", f"every trial of {key!r} failed (last: {res.get('status')}); nothing was chosen")
-    ranked = sorted([t for t in trials if len(t["val_acc"]) == len(seeds)] or trials, key=lambda t: -_score(t))
+    ranked = sorted([t for t in trials if len(t["val_acc"]) == len(seeds)] or trials, key=rank)
     best, bench = ranked[0], trials[0]
     for t in trials:
-        t["mean"] = round(_score(t), 6)
-    return {"weight": best["weight"], "params": best["params"], "val_acc": best["mean"],
-            "benchmark": {"weight": bench["weight"], "params": bench["params"], "val_acc": bench["mean"]},
+        t["mean"] = round(_score(t, metric), 6)
+        if metric != "val_acc":
+            t["mean_acc"] = round(_score(t, "val_acc"), 6)
+    def scores(t):   # the chosen's and the benchmark's: accuracy always, and the score where it is another
+        return {"val_acc": t.get("mean_acc", t["mean"]), **({metric: t["mean"]} if metric != "val_acc" else {})}
+    entry = {"weight": best["weight"], "params": best["params"], **scores(best)}
+    if pair:
+        entry["pair"] = portable(pair)
+    return {**entry,
+            "benchmark": {"weight": bench["weight"], "params": bench["params"], **scores(bench)},
             "same_as_benchmark": best is bench,
-            "protocol": {"budget": budget, "seeds": list(seeds), "runs": done, "rungs": sizes,
+            "protocol": {"score": metric, "budget": budget, "seeds": list(seeds), "runs": done, "rungs": sizes,
                          "epochs": base.get("epochs"), "n_train": base.get("n_train"), "date": str(date.today()),
                          "seconds": round(time.time() - t_key, 1)},
             "trials": trials}
 
 
-def _score(t: dict) -> float:
-    """Mean validation accuracy over the seeds run; a failed (diverged) seed counts as 0."""
-    accs = [a or 0.0 for a in t["val_acc"].values()]
-    return sum(accs) / len(accs) if accs else -1.0
+def not_tuned_entry(reason: str) -> dict:
+    """A tuned-file entry with no values: why the key is not tuned here (explorer/tuned.py never applies it)."""
+    return {"weight": None, "params": {}, "not_tuned": reason,
+            "protocol": {"date": str(date.today())}}
+
+
+def score_of(modality: str) -> str:
+    """What a trial is scored on: validation accuracy; on text, validation perplexity -- at the LM presets' budget
+    (pydoc, 1,500 windows, 2 epochs) every student's top-1 token is still the corpus' most frequent character, so
+    token accuracy ties every candidate (17.84 % each on pydoc) while perplexity separates them (35 vs 51)."""
+    return "val_ppl" if modality == "text" else "val_acc"
+
+
+def _score(t: dict, metric: str = "val_acc") -> float:
+    """Mean of `metric` over the seeds run; a failed (diverged) seed counts as the worst: accuracy 0, perplexity
+    infinite."""
+    worst = math.inf if metric == "val_ppl" else 0.0
+    vals = [worst if a is None else a for a in t[metric].values()]
+    if not vals:
+        return math.inf if metric == "val_ppl" else -1.0
+    return sum(vals) / len(vals)
+
+
+def _rank(t: dict, metric: str = "val_acc") -> float:
+    """The sort key, best first: accuracy to 0.01 %, so accuracies equal but for the 6-decimal rounding of the
+    per-seed values (131+133 vs 132+132 right of 142) tie -- and a tie keeps the earlier candidate, the benchmark's
+    values first (one validation image is 0.7 % of digits' 142, far above that resolution); perplexity to 0.01."""
+    if metric == "val_ppl":
+        return round(_score(t, metric), 2)
+    return -round(_score(t, metric), 4)
 
 
 def _describe(t: dict) -> str:
@@ -258,15 +209,21 @@ def main(args) -> int:
         try:
             entry = tune_key(k, args.dataset, seeds, args.budget, store, base, log, getattr(args, "executor", None),
                              getattr(args, "address", None))
-        except ConfigError as e:   # refused before it ran, e.g. FSP on unequal channels
+        except NotTunable as e:   # refused before it ran: recorded, so the file says why this key has no values
+            log(f"[tune {k}] not tuned: {e.detail}")
+            save_entries(args.dataset, kind_of(k), {k: not_tuned_entry(e.detail)}, PROTOCOL, str(date.today()),
+                         args.out_dir)
+            out[k] = {"error": e.detail}
+            continue
+        except ConfigError as e:   # every trial failed: nothing to record
             log(f"[tune {k}] not tuned: {e}")
             out[k] = {"error": str(e)}
             continue
         save_entries(args.dataset, kind_of(k), {k: entry}, PROTOCOL, str(date.today()), args.out_dir)
         out[k] = {"weight": entry["weight"], "params": entry["params"], "val_acc": entry["val_acc"],
                   "benchmark_val_acc": entry["benchmark"]["val_acc"]}
-        log(f"[tune {k}] chose {_describe(entry)} (val {entry['val_acc']}; benchmark values: "
-            f"{entry['benchmark']['val_acc']})")
+        m = entry["protocol"]["score"]
+        log(f"[tune {k}] chose {_describe(entry)} ({m} {entry[m]}; benchmark values: {entry['benchmark'][m]})")
     if args.json:
         print(json.dumps({"dataset": args.dataset, "results": out}))
     else:

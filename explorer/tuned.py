@@ -6,6 +6,11 @@ read by recipes.resolve (the `defaults` field: tuned | benchmark) and by the Tra
 The file is versioned (SCHEMA) and carries the evidence with the values: every trial's settings and its
 validation accuracy per seed, the protocol and the budget. It is checked on reading: an unknown method or
 scheme, an unknown hyperparameter or a value out of its range is a ConfigError naming the file and the entry.
+
+Two optional fields: `pair` -- the run-config fields a key was tuned with because the dataset's default pair
+refuses it (FSP's equal channels, MiniLM's attention, DeiT's distillation token); the entry then applies only to
+runs whose teacher/student are that pair's. `not_tuned` -- a note saying why a key has no tuned values on this
+dataset (nothing of its own to tune, or it runs on other data): no weight, empty params, never applied.
 """
 from __future__ import annotations
 
@@ -93,6 +98,11 @@ def _check_entry(kind: str, key: str, entry: Any, where: str) -> None:
         p = WEIGHT.problem(weight)
         if p is not None:
             raise ConfigError("defaults", f"{where}.weight {p}")
+    _check_pair(entry.get("pair"), where)
+    if entry.get("not_tuned") is not None and (weight is not None or entry.get("params")
+                                               or not isinstance(entry["not_tuned"], str)):
+        raise ConfigError("defaults", f"{where}: not_tuned is a note (a string) for an entry with no weight "
+                          "and empty params")
     params = entry.get("params") or {}
     if not isinstance(params, dict):
         raise ConfigError("defaults", f"{where}.params must be a mapping of hyperparameter names to values")
@@ -103,6 +113,47 @@ def _check_entry(kind: str, key: str, entry: Any, where: str) -> None:
         p = specs[name].problem(value)
         if p is not None:
             raise ConfigError("defaults", f"{where}.params.{name} {p}")
+
+
+# the fields of an entry's `pair` that decide whether it applies to a run (the rest are the recipe it was tuned at)
+PAIR_MATCH = ("teacher", "student")
+
+
+def _check_pair(pair: Any, where: str) -> None:
+    if pair is None:
+        return
+    from dataclasses import fields
+    from .config import RunConfig
+    known = {f.name for f in fields(RunConfig)}
+    if not isinstance(pair, dict) or not pair:
+        raise ConfigError("defaults", f"{where}.pair must be a non-empty mapping of run-config fields to values")
+    bad = sorted(set(pair) - known)
+    if bad:
+        raise ConfigError("defaults", f"{where}.pair names {', '.join(bad)}, which are not run-config fields")
+    if any(not isinstance(v, (str, int, float, bool)) for v in pair.values()):
+        raise ConfigError("defaults", f"{where}.pair values must be plain strings, numbers or booleans")
+
+
+def applies_to(entry: dict, cfg) -> bool:
+    """Whether a tuned entry belongs to `cfg`'s run: an entry tuned on a pair of its own applies only to runs of
+    that teacher and student (the dataset's defaults filling unset ones); a `not_tuned` note never fills."""
+    if entry.get("not_tuned") is not None:
+        return False
+    pair = entry.get("pair") or {}
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    defaults = None
+    for field in PAIR_MATCH:
+        if field not in pair:
+            continue
+        value = get(field)
+        if not value:
+            if defaults is None:
+                from .data import get_dataset_spec
+                defaults = get_dataset_spec(get("dataset", "digits") or "digits")
+            value = defaults.default_teacher if field == "teacher" else defaults.default_student
+        if value != pair[field]:
+            return False
+    return True
 
 
 def _hparams(kind: str, key: str, where: str) -> dict:
@@ -121,11 +172,15 @@ def tuned_entry(dataset: str, kind: str, key: str) -> dict | None:
     return None if data is None else (data.get(kind) or {}).get(key)
 
 
-def has_tuned(dataset: str, methods: list[str], scheme: str) -> bool:
-    """Whether the dataset's tuned file has an entry for one of these methods or this scheme."""
+def has_tuned(dataset: str, methods: list[str], scheme: str, cfg=None) -> bool:
+    """Whether the dataset's tuned file has an entry for one of these methods or this scheme that applies
+    (`cfg`, a RunConfig or its dict: to its pair; without it, to the dataset's default pair)."""
     data = load_tuned(dataset)
-    return data is not None and (scheme in (data.get("schemes") or {})
-                                 or any(m in (data.get("methods") or {}) for m in methods))
+    if data is None:
+        return False
+    cfg = cfg if cfg is not None else {"dataset": dataset}
+    entries = [(data.get("schemes") or {}).get(scheme)] + [(data.get("methods") or {}).get(m) for m in methods]
+    return any(e is not None and applies_to(e, cfg) for e in entries)
 
 
 # ------------------------------------------------------------------ applying (recipes.resolve calls this)
@@ -137,7 +192,7 @@ def apply_defaults(cfg) -> None:
     if cfg.role == "teacher":
         cfg.defaults = cfg.defaults or "benchmark"
         return
-    found = has_tuned(cfg.dataset, keys, cfg.scheme)
+    found = has_tuned(cfg.dataset, keys, cfg.scheme, cfg)
     if cfg.defaults is None:
         cfg.defaults = "tuned" if found else "benchmark"
     if cfg.defaults != "tuned":
@@ -150,14 +205,14 @@ def apply_defaults(cfg) -> None:
                           "benchmark")
     for term in cfg.methods:
         entry = tuned_entry(cfg.dataset, "methods", term.key)
-        if entry is None:
-            continue   # not tuned: the benchmark's values
+        if entry is None or not applies_to(entry, cfg):
+            continue   # not tuned (or tuned on another pair): the benchmark's values
         if term.weight is None and entry.get("weight") is not None:
             term.weight = float(entry["weight"])
         for name, value in (entry.get("params") or {}).items():
             term.params.setdefault(name, value)
     entry = tuned_entry(cfg.dataset, "schemes", cfg.scheme)
-    if entry is not None:
+    if entry is not None and applies_to(entry, cfg):
         for name, value in (entry.get("params") or {}).items():
             cfg.scheme_params.setdefault(name, value)
 
@@ -176,14 +231,14 @@ def defaults_label(cfg) -> str:
     dataset, scheme = get("dataset", "digits"), get("scheme", "offline") or "offline"
     keys = [m if isinstance(m, str) else (m["key"] if isinstance(m, dict) else m.key) for m in (get("methods") or [])]
     data = load_tuned(dataset)
-    if data is None or not has_tuned(dataset, keys, scheme):
+    if data is None or not has_tuned(dataset, keys, scheme, cfg):
         return (f"benchmark: the published defaults (no tuned defaults for {dataset} and these settings; "
                 f"`kd-explorer tune {(keys or [scheme])[0]} --dataset {dataset}` makes them)")
     parts = []
     for kind, names in (("methods", keys), ("schemes", [scheme])):
         for k in names:
             e = (data.get(kind) or {}).get(k)
-            if e is not None:
+            if e is not None and applies_to(e, cfg):
                 vals = ([f"weight {_fmt(e['weight'])}"] if e.get("weight") is not None else []) + \
                        [f"{n} {_fmt(v)}" for n, v in (e.get("params") or {}).items()]
                 parts.append(f"{k}: {', '.join(vals) or 'as published'}")
@@ -194,13 +249,14 @@ def defaults_choices(cfg) -> list[str]:
     """The select box's options: tuned first where the dataset has tuned values for these settings."""
     get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
     keys = [m if isinstance(m, str) else (m["key"] if isinstance(m, dict) else m.key) for m in (get("methods") or [])]
-    found = has_tuned(get("dataset", "digits"), keys, get("scheme", "offline") or "offline")
+    found = has_tuned(get("dataset", "digits"), keys, get("scheme", "offline") or "offline", cfg)
     return ["tuned", "benchmark"] if found else ["benchmark"]
 
 
-def effective_values(dataset: str, kind: str, key: str, defaults: str | None = None) -> dict:
+def effective_values(dataset: str, kind: str, key: str, defaults: str | None = None, cfg=None) -> dict:
     """{"weight", "params"}: what a run gets for a method or scheme left unset, under `defaults` (None: tuned where
-    there is an entry) -- the benchmark's values with the tuned ones on top. For the form's widgets' defaults."""
+    there is an entry) -- the benchmark's values with the tuned ones on top. For the form's widgets' defaults;
+    given the run's `cfg`, an entry tuned on another pair is left out, as apply_defaults leaves it out."""
     if kind == "methods":
         from .kd import get_method as get
     else:
@@ -209,7 +265,7 @@ def effective_values(dataset: str, kind: str, key: str, defaults: str | None = N
     out = {"weight": getattr(cls, "default_weight", None) if kind == "methods" else None,
            "params": {h.name: h.default for h in cls.hparams}}
     entry = tuned_entry(dataset, kind, key) if defaults != "benchmark" else None
-    if entry is not None:
+    if entry is not None and (cfg is None or applies_to(entry, cfg)):
         out["weight"] = entry.get("weight") if entry.get("weight") is not None else out["weight"]
         out["params"].update(entry.get("params") or {})
     return out

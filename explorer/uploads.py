@@ -8,7 +8,8 @@ under <home>/uploads/<kind>/ with a sanitised name plus a content hash: nothing 
 choose where a file lands. Checkpoints are then read with weights_only=True (a pickle that would
 run code is refused before anything in it is called); configs are validated like any config
 (never with custom code allowed); zipped image folders are unpacked member by member with limits,
-and unreadable or non-image files are skipped and counted.
+and unreadable or non-image files are skipped and counted. Text (for the text-folder datasets) is a .txt file
+(UTF-8, no NUL, explorer/data/text.py's caps) or a zip of them, unpacked as an image zip is, saved as a folder.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ import zipfile
 from pathlib import Path
 
 from .bounds import UPLOAD_CHECKPOINT_MAX_UNPACKED, ZIP_MAX_RATIO, BoundError, expansion_problem, zip_members
+from .data.text import MAX_FILE_BYTES as TEXT_MAX_FILE, MAX_TOTAL_BYTES as TEXT_MAX_TOTAL
 from .store import default_home, safe_name
 
 MiB = 1 << 20
-LIMITS = {"checkpoint": 256 * MiB, "config": 256 * 1024, "image_zip": 512 * MiB}   # bytes as uploaded
+LIMITS = {"checkpoint": 256 * MiB, "config": 256 * 1024, "image_zip": 512 * MiB, "text": TEXT_MAX_TOTAL}   # as sent
 ZIP_MAX_MEMBERS = 100_000
 ZIP_MAX_TOTAL = 2048 * MiB        # unpacked: a zip bomb stops here
 ZIP_MAX_MEMBER = 20 * MiB         # one image; as load_image_folder's max_file_bytes
@@ -81,21 +83,12 @@ def save_upload(name: str, data: bytes, kind: str, home: str | Path | None = Non
         ext = ".json" if suffix == "json" or data.lstrip()[:1] == b"{" else ".yaml"
         dest = _inside(folder, f"{stem}-{digest}{ext}")
         return _keep_if_valid(dest, data, _read_config)
+    if kind == "text":
+        return _save_text(name, data, _inside(folder, f"{stem}-{digest}"), stem, suffix)
     if data[:4] != b"PK\x03\x04":
         raise UploadError(f"{name!r} is not a zip archive (it starts with {data[:8]!r}): zip a folder holding one "
                           "subfolder of images per class")
-    dest = _inside(folder, f"{stem}-{digest}")
-    if dest.is_dir():   # the same bytes were unpacked and checked before
-        return dest
-    try:
-        _unzip(data, dest)
-        _keep_images_only(dest)
-    except Exception as e:
-        shutil.rmtree(dest, ignore_errors=True)
-        if isinstance(e, UploadError):
-            raise
-        raise UploadError(f"{name!r} holds no usable image folder: {str(e).replace(str(dest), 'the zip')}") from None
-    return dest
+    return _unpack(name, data, _inside(folder, f"{stem}-{digest}"), _keep_images_only, "image folder")
 
 
 def check_fits(path: str | Path, arch: str, num_classes: int, in_channels: int, image_size: int = 32) -> None:
@@ -111,10 +104,16 @@ def describe_image_folder(folder: str | Path, image_size: int = 32) -> dict:
     from .data.image_folder import load_image_folder
     folder = Path(folder)
     raw = load_image_folder(folder, image_size)
-    refused = json.loads((folder / SKIPPED_FILE).read_text()) if (folder / SKIPPED_FILE).is_file() else []
-    skipped = [(str(Path(p).relative_to(folder)), why) for p, why in raw.extras["skipped"]]
-    skipped += [tuple(r) for r in refused]
+    skipped = [(str(Path(p).relative_to(folder)), why) for p, why in raw.extras["skipped"]] + _refused(folder)
     return {"images": len(raw.train_x) + len(raw.test_x), "classes": list(raw.classes), "skipped": len(skipped),
+            "skipped_files": skipped}
+
+
+def describe_text_folder(folder: str | Path) -> dict:
+    """What the text reader makes of an unpacked text upload: files read, characters, files skipped (with why)."""
+    raw = _read_text(folder := Path(folder))
+    skipped = [(str(Path(p).relative_to(folder)), why) for p, why in raw.extras["skipped"]] + _refused(folder)
+    return {"files": raw.extras["files"], "chars": raw.extras["chars"], "skipped": len(skipped),
             "skipped_files": skipped}
 
 
@@ -188,7 +187,92 @@ def _member_parts(name: str) -> list[str]:
     return parts
 
 
-def _unzip(data: bytes, dest: Path) -> None:
+def _save_text(name: str, data: bytes, dest: Path, stem: str, suffix: str) -> Path:
+    """A .txt file, or a .zip of them, as a folder of checked .txt files (the text-folder reader's input)."""
+    fix = "upload a .txt file (UTF-8 text) or a .zip of .txt files"
+    if data[:4] == b"PK\x03\x04":
+        return _unpack(name, data, dest, _keep_text_only, "text", (TEXT_MAX_TOTAL, "text MAX_TOTAL_BYTES"),
+                       (TEXT_MAX_FILE, "text MAX_FILE_BYTES"))
+    if suffix != "txt":   # nor a zip archive, by its first bytes
+        raise UploadError(f"{name!r} is not a .txt file nor a zip archive (it starts with {data[:8]!r}): {fix} "
+                          "(plain text saved under another name: rename it .txt)")
+    if len(data) > TEXT_MAX_FILE:
+        raise UploadError(f"{name!r} is {_size(len(data))}, over the {_size(TEXT_MAX_FILE)} limit for one text file: "
+                          "split it into several .txt files and upload them as a .zip")
+    if b"\x00" in data:
+        raise UploadError(f"{name!r} is binary (it holds NUL bytes), not text: {fix}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UploadError(f"{name!r} is not UTF-8 text ({e.reason} at byte {e.start}): save it with the UTF-8 "
+                          "encoding (most editors: Save as... > Encoding) and upload it again") from None
+    if not dest.is_dir():   # else the same bytes were checked before
+        dest.mkdir()
+        try:
+            (dest / f"{stem}.txt").write_bytes(data)
+            _read_text(dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+    return dest
+
+
+def _read_text(folder: Path):
+    """The text reader's view of `folder` (as training reads it); UploadError, in the upload's words, if none."""
+    from .data.text import read_text_folder
+    try:
+        return read_text_folder(folder)
+    except (OSError, ValueError) as e:   # no readable .txt, too little text
+        said = str(e).replace(f"text files under {folder}", "the upload").replace(str(folder), "the upload")
+        raise UploadError(f"{said}; upload more UTF-8 text (several .txt files may be zipped together)") from None
+
+
+def _keep_text_only(dest: Path) -> None:
+    """Read the unpacked folder as training would, then delete every file it would not use (not .txt, not
+    UTF-8, binary, over the caps), listing each with why in SKIPPED_FILE: refused junk never stays on disk."""
+    raw = _read_text(dest)   # raises when no usable text is left: the caller removes the folder
+    refused = _refused(dest)
+    for path, why in raw.extras["skipped"]:
+        refused.append((str(Path(path).relative_to(dest)), why))
+        Path(path).unlink()
+    _prune(dest, refused)
+
+
+def _refused(dest: Path) -> list[tuple]:
+    """The files refused while unpacking or checking `dest`, with why (SKIPPED_FILE)."""
+    return [tuple(r) for r in json.loads((dest / SKIPPED_FILE).read_text())] if (dest / SKIPPED_FILE).is_file() else []
+
+
+def _prune(dest: Path, refused: list) -> None:
+    """Remove the folders left empty under `dest` and list the refused files in SKIPPED_FILE."""
+    for folder in sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if refused:
+        (dest / SKIPPED_FILE).write_text(json.dumps(refused))
+
+
+def _unpack(name: str, data: bytes, dest: Path, keep, what: str, *bounds) -> Path:
+    """Unzip into `dest` (`bounds`: see _unzip); `keep(dest)` deletes what training would not read; all or nothing."""
+    if dest.is_dir():   # the same bytes were unpacked and checked before
+        return dest
+    try:
+        _unzip(data, dest, *bounds)
+        keep(dest)
+    except Exception as e:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(e, UploadError):
+            raise
+        raise UploadError(f"{name!r} holds no usable {what}: {str(e).replace(str(dest), 'the zip')}") from None
+    return dest
+
+
+def _unzip(data: bytes, dest: Path, total_bound: tuple[int, str] | None = None,
+           member_bound: tuple[int, str] | None = None) -> None:
+    """Unpack member by member: declared sizes checked first (a bomb is refused before a byte is written), then
+    the bytes actually written; bounds are (limit, its name), an image folder's (read when called) by default."""
+    max_total, total_name = total_bound or (ZIP_MAX_TOTAL, "ZIP_MAX_TOTAL")
+    max_member = (member_bound or (ZIP_MAX_MEMBER, "ZIP_MAX_MEMBER"))[0]
     try:
         zf, members = zip_members(io.BytesIO(data), "the zip", ZIP_MAX_MEMBERS, "ZIP_MAX_MEMBERS")
     except BoundError as e:
@@ -197,7 +281,7 @@ def _unzip(data: bytes, dest: Path) -> None:
         raise UploadError(f"the upload is not a readable zip archive ({e})") from None
     # the central directory declares every member's size: refuse a bomb before writing a byte
     declared = sum(m.file_size for m in members if not m.is_dir())
-    problem = expansion_problem(declared, len(data), ZIP_MAX_TOTAL, ZIP_MAX_RATIO, ("ZIP_MAX_TOTAL", "ZIP_MAX_RATIO"))
+    problem = expansion_problem(declared, len(data), max_total, ZIP_MAX_RATIO, (total_name, "ZIP_MAX_RATIO"))
     if problem:
         raise UploadError(f"the zip was refused: {problem.replace('decompression bomb', 'zip bomb')}")
     plan = []   # (member, safe parts) of the files to write
@@ -218,7 +302,7 @@ def _unzip(data: bytes, dest: Path) -> None:
     for info, parts in plan:
         mode = info.external_attr >> 16
         why = ("a symbolic link" if (mode & 0o170000) == 0o120000 else "encrypted" if info.flag_bits & 0x1 else
-               f"over {_size(ZIP_MAX_MEMBER)}" if info.file_size > ZIP_MAX_MEMBER else
+               f"over {_size(max_member)}" if info.file_size > max_member else
                f"a file with the same name as the folder {'/'.join(parts)}/ of the zip (the folder is kept)"
                if tuple(parts) in folders else None)
         if why:
@@ -235,9 +319,9 @@ def _unzip(data: bytes, dest: Path) -> None:
                 while chunk := src.read(1 << 16):
                     written += len(chunk)
                     total += len(chunk)
-                    if written > ZIP_MAX_MEMBER or total > ZIP_MAX_TOTAL:   # sizes in the header can lie
-                        raise UploadError(f"the zip unpacks to more than {_size(ZIP_MAX_TOTAL)} (or a member to more "
-                                          f"than {_size(ZIP_MAX_MEMBER)}); is it a zip bomb?")
+                    if written > max_member or total > max_total:   # sizes in the header can lie
+                        raise UploadError(f"the zip unpacks to more than {_size(max_total)} (or a member to more "
+                                          f"than {_size(max_member)}); is it a zip bomb?")
                     out.write(chunk)
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:   # corrupt member
             if target.is_file():
@@ -257,15 +341,10 @@ def _keep_images_only(dest: Path) -> None:
     raw = load_image_folder(dest, 32)   # raises when no usable image is left: the caller removes the folder
     used = {str(Path(p).resolve()) for p in raw.extras["train_files"] + raw.extras["test_files"]}
     why = {str(Path(p).resolve()): r for p, r in raw.extras["skipped"]}
-    skipped_file = dest / SKIPPED_FILE
-    refused = json.loads(skipped_file.read_text()) if skipped_file.is_file() else []
-    for path in sorted(p for p in dest.rglob("*") if p.is_file() and p != skipped_file):
+    refused = _refused(dest)
+    for path in sorted(p for p in dest.rglob("*") if p.is_file() and p != dest / SKIPPED_FILE):
         key = str(path.resolve())
         if key not in used:
             refused.append((str(path.relative_to(dest)), why.get(key, "not an image of a class folder")))
             path.unlink()
-    for folder in sorted((p for p in dest.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    if refused:
-        skipped_file.write_text(json.dumps(refused))
+    _prune(dest, refused)

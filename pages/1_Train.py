@@ -10,6 +10,7 @@ from explorer import teachers, tuned
 from explorer.app import form as F
 from explorer.app import live
 from explorer.app.roots import allowed_or_none
+from explorer.app.text_upload import TYPES as TEXT_TYPES, save_text_upload
 from explorer.app.runs import run_label
 from explorer.app import widgets as W
 from explorer.checkpoints import CheckpointError
@@ -94,8 +95,32 @@ def _defaults_choice(dataset: str, scheme: str, methods: list[str]) -> None:
         st.caption(tuned.defaults_label(settings))
 
 
+def _folder_upload(label: str, types: list[str], key: str, help_: str, save, what: str) -> None:
+    """An upload that, once checked and saved by `save(name, bytes) -> (folder, what it holds)`, fills in the
+    Data folder; a refusal says why (UploadError, or a folder the reader refuses) and fills in nothing."""
+    up = st.file_uploader(label, type=types, key=K + key, help=help_)
+    if up is not None and st.session_state.get(K + "_zip_done") != up.file_id:
+        try:
+            folder, seen = save(up.name, up.getvalue())
+            st.session_state[K + "data_root"] = folder
+            st.session_state[K + "_zip_done"] = up.file_id
+            st.session_state[K + "_zip_seen"] = f"{seen}; saved as {folder}"
+        except (ValueError, OSError) as e:
+            st.session_state.pop(K + "_zip_seen", None)
+            st.error(f"{what} refused: {e}")
+    if up is not None and st.session_state.get(K + "_zip_seen"):
+        st.success(st.session_state[K + "_zip_seen"])
+
+
+def _image_zip_seen(name: str, data: bytes) -> tuple[str, str]:
+    folder, seen = F.save_image_zip(store, name, data, st.session_state.get(K + "image_size"))
+    return folder, (f"{name}: {seen['images']} images in {len(seen['classes'])} classes "
+                    f"({', '.join(seen['classes'][:8])}{' …' if len(seen['classes']) > 8 else ''})"
+                    + (f", {seen['skipped']} files skipped" if seen["skipped"] else ""))
+
+
 def _dataset_changed():
-    for k in ("student", "teacher", "n_train", "data_root", "teacher_ckpt"):
+    for k in ("student", "teacher", "n_train", "data_root", "teacher_ckpt", "_zip_done", "_zip_seen"):   # an upload refills
         st.session_state.pop(K + k, None)
 
 
@@ -116,24 +141,14 @@ with form:
         if K + "data_root" not in st.session_state:
             st.session_state[K + "data_root"] = spec.default_root or ""
         if dataset == "folder":    # before the Data folder box: a checked upload fills it in
-            zipped = st.file_uploader("Upload a zipped image folder (.zip, one subfolder of images per class)",
-                                      type=["zip"], key=K + "zip_upload", help="checked and unpacked under your "
-                                      "data folder (only the images are kept); the Data folder is then filled in")
-            if zipped is not None and st.session_state.get(K + "_zip_done") != zipped.file_id:
-                try:
-                    folder, seen = F.save_image_zip(store, zipped.name, zipped.getvalue(),
-                                                    st.session_state.get(K + "image_size"))
-                    st.session_state[K + "data_root"] = folder
-                    st.session_state[K + "_zip_done"] = zipped.file_id
-                    st.session_state[K + "_zip_seen"] = (
-                        f"{zipped.name}: {seen['images']} images in {len(seen['classes'])} classes "
-                        f"({', '.join(seen['classes'][:8])}{' …' if len(seen['classes']) > 8 else ''})"
-                        + (f", {seen['skipped']} files skipped" if seen["skipped"] else "") + f"; saved as {folder}")
-                except (ValueError, OSError) as e:     # UploadError, a folder the reader refuses
-                    st.session_state.pop(K + "_zip_seen", None)
-                    st.error(f"Zip refused: {e}")
-            if zipped is not None and st.session_state.get(K + "_zip_seen"):
-                st.success(st.session_state[K + "_zip_seen"])
+            _folder_upload("Upload a zipped image folder (.zip, one subfolder of images per class)", ["zip"],
+                           "zip_upload", "checked and unpacked under your data folder (only the images are kept); "
+                           "the Data folder is then filled in", _image_zip_seen, "Zip")
+        elif spec.modality == "text":   # text-folder and its -bpe forms
+            _folder_upload("Upload your text (a .txt file, UTF-8, or a .zip of .txt files)", TEXT_TYPES,
+                           "text_upload", "checked (UTF-8, size) and saved under your data folder (only the .txt "
+                           "files are kept); the Data folder is then filled in",
+                           lambda name, data: save_text_upload(store, name, data, dataset), "Text")
         W.field_widget("data_root")
     root = allowed_or_none(st.session_state.get(K + "data_root"), dataset)   # else Launch names the allowed roots
 

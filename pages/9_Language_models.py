@@ -8,7 +8,7 @@ from explorer.app import cache as C
 from explorer.app import widgets as W
 from explorer.app.analysis import lm_runs
 from explorer.app.runs import run_label
-from explorer.data.text import CharTokenizer
+from explorer.data.text import tokenizer_of
 from explorer.plots import cka_heatmap
 from explorer.plots.lm import attention_heads, kl_strip, lm_curves, next_token_bars, show_char
 
@@ -48,7 +48,6 @@ ma, mb = C.models(str(store.home), a), C.models(str(store.home), b)
 teacher = ma["teacher"] or mb["teacher"]
 cfg = by_id[a]["config"]
 meta = C.dataset_meta(cfg["dataset"], cfg.get("data_root"))
-tok = CharTokenizer("".join(meta["classes"]))
 context = int(meta["shape"][0])
 label_a = f"A: {'+'.join(sorted(_methods(by_id[a]))) or 'alone'}"
 label_b = f"B: {'+'.join(sorted(_methods(by_id[b]))) or 'alone'}"
@@ -62,14 +61,17 @@ if teacher is None:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _test_text(dataset: str, data_root, n: int = 8) -> str:
+def _test_windows(dataset: str, data_root, n: int = 8):
+    """The dataset's tokenizer (its extras: characters, BPE merges) and its first n test windows."""
     from explorer.data import load_dataset
     data = load_dataset(dataset, data_root)
-    t = CharTokenizer(data.extras["vocab"])
-    return t.decode(data.test.x[:n].reshape(-1))
+    return {k: data.extras.get(k) for k in ("vocab", "merges")}, data.test.x[:n].clone()
 
 
-text = _test_text(cfg["dataset"], cfg.get("data_root"))
+tok_extras, test_ids = _test_windows(cfg["dataset"], cfg.get("data_root"))
+tok = tokenizer_of(tok_extras)   # characters, or the run's BPE (a -bpe dataset)
+flat_ids = test_ids.reshape(-1)
+text = tok.decode(flat_ids)
 tabs = st.tabs(["Next-token distributions", "Per-token KL", "Samples", "Attention", "Curves"])
 
 with tabs[0]:
@@ -81,7 +83,7 @@ with tabs[0]:
                              key="lm.ctx")
     probs = L.next_token_probs(models, L.encode(tok, ctx_text, context), T)
     st.code(ctx_text[-context:] + "▌", language=None)
-    W.chart(next_token_bars(probs, tok.vocab, 12, {n: L.entropy(p) for n, p in probs.items()}), key="lm.bars")
+    W.chart(next_token_bars(probs, tok.tokens, 12, {n: L.entropy(p) for n, p in probs.items()}), key="lm.bars")
     st.caption("Forward KL (kd at T = 1) pays for every token the teacher finds likely that the student misses, so "
                "the student spreads its mass over all of them (higher entropy); reverse KL pays for mass where the "
                "teacher has little, so the student piles it on the teacher's main modes (lower entropy).")
@@ -92,19 +94,19 @@ with tabs[1]:
     else:
         which = st.radio("Student", list(students), horizontal=True, key="lm.klwho")
         k = st.slider("Windows of the test text", 1, 4, 2, key="lm.klw")
-        ids_ = tok.encode(text[:context * k]).view(k, context)
         for i in range(k):
-            r = L.token_kl(teacher, students[which], ids_[i:i + 1])
-            chars = text[i * context + 1:(i + 1) * context + 1]   # the token each position predicts
+            r = L.token_kl(teacher, students[which], test_ids[i:i + 1])
+            chars = [tok.tokens[int(j)] for j in flat_ids[i * context + 1:(i + 1) * context + 1]]   # each one predicted
             W.chart(kl_strip(chars, r["kl"], r["differs"], title=f"window {i}: KL(teacher ‖ {which}) · "
                              f"{int(r['differs'].sum())} of {context} top-1 tokens differ"), key=f"lm.kl.{i}")
-        st.caption("Each cell is the character to be predicted, coloured by the KL between the teacher's and the "
+        st.caption("Each cell is the token (a character, or a BPE subword) to be predicted, coloured by the KL "
+                   "between the teacher's and the "
                    "student's next-token distributions at that position.")
 
 with tabs[2]:
     c1, c2, c3 = st.columns(3)
     prompt = c1.text_input("Prompt", "The \"if\" statement", key="lm.prompt")
-    n = c2.slider("Characters", 16, 200, 80, 8, key="lm.n")
+    n = c2.slider("Tokens", 16, 200, 80, 8, key="lm.n")
     temp = c3.slider("Sampling temperature (0 = greedy)", 0.0, 2.0, 0.8, 0.1, key="lm.st")
     ref = teacher if teacher is not None else students[label_a]
     out = L.samples(models, ref, L.encode(tok, prompt, context), n, temp)
@@ -115,13 +117,13 @@ with tabs[2]:
 
 with tabs[3]:
     span = st.slider("Tokens shown", 8, context, min(24, context), key="lm.attn_n")
-    att_ids = L.encode(tok, text[:span], context)
+    att_ids = test_ids[:1, :span]
     maps = {name: L.attention(m, att_ids).numpy() for name, m in models.items()}
-    W.chart(attention_heads(maps, [show_char(c) for c in text[:span]]), key="lm.attn")
+    W.chart(attention_heads(maps, [show_char(tok.tokens[int(j)]) for j in att_ids[0]]), key="lm.attn")
     st.caption("The last block's attention of every head: row = the query position, column = the key it reads "
                "(causal: nothing above the diagonal).")
     if teacher is not None:
-        cka_ids = tok.encode(text[:context * 4]).view(4, context)
+        cka_ids = test_ids[:4]
         for name, m in students.items():
             W.chart(cka_heatmap(L.block_cka(teacher, m, cka_ids, name), f"Linear CKA of the block outputs, teacher vs "
                                 f"{name} (the {4 * context} tokens of 4 test windows as samples)",

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from ..models.outputs import TapSpecs, forward_outputs
-from ..models.sequence import batch_logits
+from ..models.sequence import batch_logits, token_rows
 
 
 def encode(tokenizer, text: str, context: int) -> torch.Tensor:
-    """(1, <= context) ids of the last `context` characters of text (characters outside the vocabulary dropped)."""
+    """(1, <= context) ids of the last `context` tokens of text (characters outside the vocabulary dropped)."""
     text = "".join(ch for ch in text if ch in tokenizer.index) or tokenizer.vocab[0]
-    return tokenizer.encode(text[-context:]).unsqueeze(0)
+    return tokenizer.encode(text)[-context:].unsqueeze(0)
 
 
 @torch.no_grad()
@@ -83,6 +83,6 @@ def block_cka(teacher, student, ids: torch.Tensor, student_name: str = "student"
     for who, m in (("teacher", teacher), (student_name, student)):
         specs = TapSpecs.of(m)
         out = forward_outputs(m, ids, {"stages"}, specs)
-        feats[who] = (list(specs.stages), [s.reshape(-1, s.shape[-1]) for s in out.stages])
+        feats[who] = (list(specs.stages), [token_rows(s) for s in out.stages])
     (tn, tf), (sn, sf) = feats["teacher"], feats[student_name]
     return pd.DataFrame([[linear_cka(a, b) for b in sf] for a in tf], index=tn, columns=sn)

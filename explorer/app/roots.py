@@ -1,8 +1,8 @@
 """Which folders the app's Data-folder box may read: an allow-list, checked with symlinks resolved.
 
 A browser is not trusted (SECURITY.md), so the app reads data only from
-- the user's data folder `<KD_EXPLORER_HOME>/data` (and `<home>/uploads/image_zip`, where checked
-  image uploads land),
+- the user's data folder `<KD_EXPLORER_HOME>/data` (and `<home>/uploads/image_zip` and `<home>/uploads/text`,
+  where checked image and text uploads land),
 - the chosen dataset's default root (e.g. /usr/share/datasets/fashion-mnist),
 - the folders named with `kd-explorer app --data-root DIR` (repeatable), which reach the Streamlit
   process in the environment variable KD_EXPLORER_DATA_ROOTS (os.pathsep-separated).
@@ -23,7 +23,7 @@ ENV = "KD_EXPLORER_DATA_ROOTS"
 def allowed_roots(dataset: str | None = None, home: str | Path | None = None) -> list[Path]:
     """The folders (resolved, no duplicates) under which the app may read a dataset."""
     home = Path(home or default_home()).expanduser()
-    roots = [home / "data", home / "uploads" / "image_zip"]
+    roots = [home / "data", home / "uploads" / "image_zip", home / "uploads" / "text"]
     if dataset is not None:
         try:
             default = get_dataset_spec(dataset).default_root

@@ -27,6 +27,11 @@ class Split:
         return len(self.y)
 
 
+def text_val_windows(n: int) -> int:
+    """How many of a text dataset's n training windows (its last ones) the loader holds out for validation."""
+    return max(1, int(round(n * VAL_FRACTION)))
+
+
 class Dataset:
     """A dataset's train/val/test splits on one device, with its normalisation and augmentation."""
 
@@ -63,7 +68,7 @@ class Dataset:
         """Token windows split by position in the text: validation = the training part's last VAL_FRACTION
         (just before the test part), n_train = the first n_train training windows; no normalisation."""
         n = len(raw.train_x)
-        n_val = max(1, int(round(n * VAL_FRACTION)))
+        n_val = text_val_windows(n)
         train_idx, val_idx = torch.arange(n - n_val), torch.arange(n - n_val, n)
         if n_train is not None:
             if n_train > len(train_idx):

@@ -64,7 +64,9 @@ class DatasetRegistry(Registry):
         return super().__contains__(key) or self._derived(key) is not None
 
 
-DATASETS: Registry[DatasetSpec] = DatasetRegistry("dataset", key=lambda d: d.name, package="explorer.data")
+# listed images first, then text, each in registration order: the same order whichever module was imported first
+DATASETS: Registry[DatasetSpec] = DatasetRegistry("dataset", key=lambda d: d.name, package="explorer.data",
+                                                  order=lambda d: d.modality != "image")
 register_dataset = DATASETS.register
 get_dataset_spec = DATASETS.get
 

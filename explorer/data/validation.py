@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .loader import SPLIT_SEED, VAL_FRACTION, _stratified_split, read_raw
+import torch
+
+from .loader import SPLIT_SEED, VAL_FRACTION, _stratified_split, read_raw, text_val_windows
 from .raw import RawData
 from .registry import DATASETS, DatasetSpec
 
@@ -21,10 +23,14 @@ def view_name(dataset: str) -> str:
 def _val_as_test(base: str, root=None, image_size=None) -> RawData:
     """The dataset's training split only, with its held-out validation rows as the evaluation split."""
     raw = read_raw(base, root, image_size)
-    _, val = _stratified_split(raw.train_y, VAL_FRACTION)   # the rows the engine holds out (same y, same seed)
+    if raw.modality == "text":   # the training part's last windows, as the loader holds them out (by position)
+        n = len(raw.train_x)
+        val = torch.arange(n - text_val_windows(n), n)
+    else:
+        _, val = _stratified_split(raw.train_y, VAL_FRACTION)   # the rows the engine holds out (same y, same seed)
     assert SPLIT_SEED == 0
     extras = {k: v for k, v in raw.extras.items() if "test" not in k}
-    return RawData(raw.train_x, raw.train_y, raw.train_x[val], raw.train_y[val], raw.classes, extras)
+    return RawData(raw.train_x, raw.train_y, raw.train_x[val], raw.train_y[val], raw.classes, extras, raw.modality)
 
 
 def view_spec(name: str) -> DatasetSpec | None:

@@ -57,6 +57,8 @@ class PairContext:
     # None = not measured (a PairContext built by hand)
     student_attention: tuple[tuple[int, ...], ...] | None = None
     teacher_attention: tuple[tuple[int, ...], ...] | None = None
+    # sequence models: the stages are token states seen as (C, T, 1) maps (models/sequence.py)
+    token_states: bool = False
 
 
 # Logit standardisation as a switch of every logit-based method, so "X + LS" is one hyperparameter

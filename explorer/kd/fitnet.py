@@ -25,13 +25,21 @@ class FitNet(Method):
     notes = ("Teacher stage = the one paired with hint_stage by pairing.py (same relative depth). Regressor "
              "= 1x1 conv + BN (identity when channels match); spatial mismatch pooled to the smaller map. "
              "CRD's ConvReg (3x3/transposed conv + BN + ReLU) and FitNets' two-stage schedule are not used. "
-             "Explicit stage pairs, if given, all become hints.")
+             "Explicit stage pairs, if given, all become hints. Language models (gpt_*): each block's (B, T, C) "
+             "state is a (B, C, T, 1) map (explorer/models/sequence.py), and the regressor is a per-token linear "
+             "map with a bias and no BN, always applied -- TinyBERT's hidden-state loss MSE(H^S W_h, H^T) (Jiao et "
+             "al., Findings of EMNLP 2020, arXiv 1909.10351, Eq. 8; their code's fit_dense = nn.Linear, "
+             "nn.MSELoss's element mean); the student's block meets the teacher's block at the same relative "
+             "depth, as TinyBERT's g(m) = m N / M (a gpt_1x32 block: gpt_4x128's last). TinyBERT also matches the "
+             "embeddings and attention scores and sums the layers: here one hint_stage (or explicit pairs) and "
+             "MiniLM for attention.")
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
         self.pairs = self.check_pair(ctx, **self.hp)
-        self.regressors = nn.ModuleList(Connector(ctx.student_stages[i][0], ctx.teacher_stages[j][0])
-                                        for i, j in self.pairs)
+        tokens = ctx.token_states   # TinyBERT's W_h: a per-token linear map, no BN (see notes)
+        self.regressors = nn.ModuleList(Connector(ctx.student_stages[i][0], ctx.teacher_stages[j][0],
+                                                  force=tokens, norm=not tokens) for i, j in self.pairs)
 
     @classmethod
     def check_pair(cls, ctx, **hp) -> list[tuple[int, int]]:

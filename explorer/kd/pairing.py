@@ -1,6 +1,8 @@
 """Which student stage learns from which teacher stage, and how mismatched maps are reconciled.
 
-Stages are the (C, H, W) shapes in a PairContext, shallow -> deep, index 0 being the stem.
+Stages are the (C, H, W) shapes in a PairContext, shallow -> deep, index 0 being the stem; a sequence model's
+block states (B, T, C) arrive as (C, T, 1) maps (models/sequence.py, applied by the taps), so the same rule pairs
+LM blocks: a 1-block student's block meets the teacher's last block.
 Every feature/relation method that reads stages goes through `pair_stages`; an explicit
 `PairContext.pairs` overrides the automatic choice everywhere.
 """
@@ -102,16 +104,19 @@ class Connector(nn.Module):
     """Learnable 1x1 conv + BN mapping student channels to teacher channels (OFD's connector).
 
     Identity when the channel counts are equal and `force` is False, so an equal-width pair is
-    compared directly. Owned by the method, hence optimised with the student.
+    compared directly. Owned by the method, hence optimised with the student. norm=False: a 1x1 conv
+    with a bias and no BN -- on a sequence model's (B, C, T, 1) token map, the per-token linear map
+    W h_t + b (TinyBERT's W_h, their fit_dense = nn.Linear), its default init.
     """
 
-    def __init__(self, c_in: int, c_out: int, force: bool = False):
+    def __init__(self, c_in: int, c_out: int, force: bool = False, norm: bool = True):
         super().__init__()
         self.identity = c_in == c_out and not force
         if not self.identity:
-            self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
-            self.bn = nn.BatchNorm2d(c_out)
-            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+            self.conv = nn.Conv2d(c_in, c_out, 1, bias=not norm)
+            self.bn = nn.BatchNorm2d(c_out) if norm else nn.Identity()
+            if norm:
+                nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.identity else self.bn(self.conv(x))

@@ -3,8 +3,9 @@
 Pre-norm blocks (x + attn(LN(x)), x + MLP(LN(x))), learnt token and positional embeddings, causal attention
 computed explicitly -- softmax(QK^T / sqrt(d_head) + causal mask) -- so every block's probabilities pass through
 an `nn.Identity` (`blocks.i.attn.probs`, (B, heads, T, T)) and its values through another (`blocks.i.attn.values`,
-(B, heads, T, d_head)), as in the zoo's ViTs. The block outputs are the stages, token tensors (B, T, C) kept as
-they are (no kd_prefix_tokens: they are not laid out as image maps). The embedding tap `pre_logits` is the
+(B, heads, T, d_head)), as in the zoo's ViTs. The block outputs are the stages, token states (B, T, C) that the
+taps return as (B, C, T, 1) maps, one row per token (models/sequence.py's rule for feature methods; no
+kd_prefix_tokens: they are not laid out on an image grid). The embedding tap `pre_logits` is the
 final-norm hidden state of every position, (B*T, C), the rows the logits (B*T, V) are computed from
 (explorer/models/sequence.py: tokens are the samples). Every model has 4 heads, so MiniLM pairs any two.
 """
@@ -99,31 +100,49 @@ class GPT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.next_token_logits(x).reshape(-1, self.vocab)
 
+    def _last_logits(self, out: torch.Tensor, caches: list | None) -> tuple[torch.Tensor, list | None]:
+        """The float logits (B, V) of the token after `out`, and the caches to pass next time: keys and values are
+        cached while the text fits the context (one position per step); past it, each step reads the last
+        `context` tokens (a sliding window: positions shift, so nothing is cached)."""
+        if out.shape[1] > self.context:
+            return self._logits(out[:, -self.context:])[:, -1].float(), None
+        if caches is None:
+            caches = [{} for _ in self.blocks]
+            return self._logits(out, caches)[:, -1].float(), caches
+        return self._logits(out[:, -1:], caches, out.shape[1] - 1)[:, -1].float(), caches
+
     @torch.no_grad()
     def generate(self, prompt_ids: torch.Tensor, n: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, mix_in: "GPT | None" = None,
+                 mix_in_alpha: float = 0.0) -> torch.Tensor:
         """(B, T0) prompts -> (B, T0 + n): n tokens appended one at a time, each sampled from softmax(z / temperature)
-        (temperature 0: the argmax, greedy), reading at most the last `context` tokens. Keys and values are cached
-        while the text fits the context (one position per step); past it, each step reads the last `context`."""
-        was = self.training
-        self.eval()
+        (temperature 0: the argmax, greedy), reading at most the last `context` tokens.
+
+        mix_in: another GPT on the same vocabulary (a teacher); each token is then drawn from the mixture
+        (1 - mix_in_alpha) softmax(z / T) + mix_in_alpha softmax(z_mix / T) -- MiniLLM's teacher-mixed sampling
+        (their patched transformers' generate(mix_in_model=, mix_in_alpha=), explorer/schemes/minillm.py)."""
+        if mix_in is not None and not (temperature > 0 and 0.0 <= mix_in_alpha <= 1.0):
+            raise ValueError(f"mixed sampling needs temperature > 0 and mix_in_alpha in [0, 1], got "
+                             f"{temperature} and {mix_in_alpha}")
+        models = [self] + ([mix_in] if mix_in is not None else [])
+        was = [m.training for m in models]
+        for m in models:
+            m.eval()
         out = prompt_ids.long().reshape(prompt_ids.shape[0], -1)
-        caches = None
+        caches = [None] * len(models)
         for _ in range(n):
-            if out.shape[1] > self.context:   # a sliding window: positions shift, so nothing is cached
-                z = self._logits(out[:, -self.context:])[:, -1].float()
-            elif caches is None:
-                caches = [{} for _ in self.blocks]
-                z = self._logits(out, caches)[:, -1].float()
-            else:
-                z = self._logits(out[:, -1:], caches, out.shape[1] - 1)[:, -1].float()
+            z, caches[0] = self._last_logits(out, caches[0])
             if temperature <= 0:
                 nxt = z.argmax(-1, keepdim=True)
             else:
                 probs = F.softmax(z / temperature, dim=-1)
+                if mix_in is not None:
+                    z_mix, caches[1] = mix_in._last_logits(out, caches[1])
+                    probs = (1 - mix_in_alpha) * probs + mix_in_alpha * F.softmax(z_mix / temperature, dim=-1)
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(out.device)
             out = torch.cat([out, nxt], dim=1)
-        self.train(was)
+        for m, mode in zip(models, was):
+            m.train(mode)
         return out
 
 

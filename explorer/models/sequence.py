@@ -50,3 +50,40 @@ def batch_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "next_token_logits"):
         return model.next_token_logits(x)
     return model(x).reshape(x.shape[0], x.shape[1], -1)
+
+
+# Feature methods on a sequence model's blocks. A block's state (B, T, C) is seen by every feature method as a
+# (B, C, T, 1) map -- channels the hidden width, one row per token (taps.py applies it when it records a sequence
+# model's token taps) -- so a 1x1-conv regressor is a per-token linear map W h_t (+ b), TinyBERT's hidden-state
+# transfer MSE(H_S W_h, H_T) (Jiao et al., Findings of EMNLP 2020, Eq. 8) when FitNet is the method. The methods
+# below were each run on pydoc (gpt_4x128 -> gpt_1x32) and read what their papers read in any representation: a
+# regression of the teacher's state, or relations between the batch's samples. recipes.py refuses the other stage
+# methods for text, naming these: at and nst ran, but they compare distributions over an image's spatial positions
+# (where a stage is active, each channel's spatial selectivity) and neither paper nor code says what they mean
+# over a causal window; ab and ofd read pre-ReLU margins, which a pre-norm block has not; ft's 3x3 paraphraser is
+# made for image grids; simkd, reviewkd, ofa and catkd pool a stage into one prediction per image (three of them
+# fail on token rows); fsp and kdsvd need two paired stages of equal widths.
+TOKEN_STATE_METHODS = {
+    "fitnet": "per-token regression of the teacher's hidden state (TinyBERT's hidden-state loss)",
+    "vid": "per-token regression with a learnt per-channel variance (variational information distillation)",
+    "sp": "which windows of the batch the model represents alike (the batch Gram matrix of hidden states)",
+    "irg": "the distances between the batch's windows in hidden-state space (instance relationship graph)",
+}
+
+
+# embedding methods that read the token rows (B*T, C) but cannot run on them, and why (said before launch)
+TOKEN_ROW_REFUSED = {
+    "crd": "its memory bank keeps one embedding per training sample, a window, while a language model gives one "
+           "per token",
+    "rkd": "its angle term compares every triple of the batch's token rows (about 10^9 at batch 16 x 64 tokens)",
+}
+
+
+def token_map(states: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) token states -> the (B, C, T, 1) map feature methods read (a view: no copy)."""
+    return states.transpose(1, 2).unsqueeze(-1)
+
+
+def token_rows(stage: torch.Tensor) -> torch.Tensor:
+    """A sequence model's tapped stage, (B, C, T, 1) -> its tokens as rows (B*T, C), in (window, position) order."""
+    return stage.squeeze(-1).transpose(1, 2).reshape(-1, stage.shape[1])

@@ -7,6 +7,10 @@ pre-activation features: the input of a block's final ReLU.
 Transformers: a model that sets `kd_prefix_tokens` (the class/distillation tokens before the patch tokens) has
 every 3-D token tap (B, N, C) returned as a (B, C, h, w) map of its patch tokens, so spatial methods and pages
 work on it unchanged; attention taps (B, heads, N, N) are returned as they are.
+
+Sequence models (`sequence = True`, models/sequence.py): every 3-D token tap (B, T, C) is returned as the
+(B, C, T, 1) map of sequence.token_map, one row per token, so the feature methods of sequence.TOKEN_STATE_METHODS
+read block states unchanged; their attention taps (4-D) and the (B*T, C) embedding tap are returned as they are.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from .sequence import is_sequence, token_map
 
 
 class TapError(ValueError):
@@ -44,7 +50,7 @@ def tap(model: nn.Module, specs: list[str] | tuple[str, ...]):
 
     Accessing a spec whose hook never fired raises TapError naming it.
     """
-    feats = TapResult(specs, getattr(model, "kd_prefix_tokens", None))
+    feats = TapResult(specs, getattr(model, "kd_prefix_tokens", None), is_sequence(model))
     handles = []
     for spec in dict.fromkeys(specs):
         module, want_input = _resolve(model, spec)
@@ -69,16 +75,19 @@ def tokens_to_map(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
 
 
 class TapResult(dict):
-    def __init__(self, specs, prefix_tokens: int | None = None):
+    def __init__(self, specs, prefix_tokens: int | None = None, sequence: bool = False):
         super().__init__()
         self.specs = tuple(specs)
         self.prefix_tokens = prefix_tokens
+        self.sequence = sequence
 
     def store(self, spec: str, value):
         if isinstance(value, (tuple, list)):
             value = value[0]
         if self.prefix_tokens is not None and value.dim() == 3:
             value = tokens_to_map(value, self.prefix_tokens)
+        elif self.sequence and value.dim() == 3:
+            value = token_map(value)
         self[spec] = value
 
     def __missing__(self, spec):

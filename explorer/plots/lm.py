@@ -15,11 +15,11 @@ __all__ = ["show_char", "next_token_bars", "kl_strip", "attention_heads", "lm_cu
 
 
 def show_char(ch: str) -> str:
-    """A character as a tick label: space and newline made visible."""
-    return {" ": "␣", "\n": "⏎", "\t": "⇥"}.get(ch, ch)
+    """A character (or a token's characters) as a tick label: space and newline made visible."""
+    return "".join({" ": "␣", "\n": "⏎", "\t": "⇥"}.get(c, c) for c in ch)
 
 
-def next_token_bars(probs: Mapping[str, Sequence[float]], vocab: str, top_k: int = 12,
+def next_token_bars(probs: Mapping[str, Sequence[float]], vocab: Sequence[str], top_k: int = 12,
                     entropies: Mapping[str, float] | None = None, title: str | None = None) -> go.Figure:
     """One panel per model, the same tokens on every x axis: the union of each model's top_k, ordered by the
     first model's (the teacher's) probability. Mode covering vs mode seeking shows as mass spread or piled up."""
@@ -44,7 +44,7 @@ def next_token_bars(probs: Mapping[str, Sequence[float]], vocab: str, top_k: int
     return fig.update_layout(showlegend=False)
 
 
-def kl_strip(chars: str, kl: Sequence[float], differs: Sequence[bool], width: int = 64,
+def kl_strip(chars: Sequence[str], kl: Sequence[float], differs: Sequence[bool], width: int = 64,
              title: str | None = None) -> go.Figure:
     """The text as a grid of characters (rows of `width`), each cell coloured by KL(teacher || student) of the
     next-token distributions predicted at that position; a black dot marks a position where the student's

@@ -4,7 +4,8 @@ Teachers come from `ctx.load_teacher(arch)`: a teacher run of that architecture 
 dataset's recipe is reused if the store has one, else trained once. The config's teacher is
 loaded by the trainer as usual (it is the run's `teacher_acc` and the probes' teacher); it is
 also used as the first ensemble member when `teachers` names it (as "auto" does). Every
-teacher's accuracy is stored: they are in eval_models() as teacher_<arch>.
+teacher's accuracy is stored: they are in eval_models() as teacher_<arch>. On text (gpt_* models) the logits
+are one row per token (models/sequence.py), so the averages and CA-MKD's confidence weights are per token.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from ..kd.base import Batch, HParam, Paper
 from ..models import list_models
 from ..models.registry import get_model_spec
+from ..models.sequence import build_args
 from .base import RunContext, Scheme, register_scheme
 from .common import KeepsFrozen, freeze, params_count, parse_archs
 
@@ -30,8 +32,7 @@ _HPARAMS = (
 def auto_teachers(ctx: RunContext) -> list[str]:
     """The config's teacher plus the next smaller zoo model of its family (else the next larger)."""
     t = ctx.config.teacher
-    c, h, _ = ctx.dataset.shape
-    size = lambda a: params_count(a, ctx.dataset.num_classes, c, h)  # noqa: E731
+    size = lambda a: params_count(a, **build_args(ctx.dataset.shape, ctx.dataset.num_classes))  # noqa: E731
     family = [a for a in list_models() if get_model_spec(a).family == get_model_spec(t).family]
     ranked = sorted(family, key=size)
     i = ranked.index(t)

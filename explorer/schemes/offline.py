@@ -10,6 +10,7 @@ from torch import nn
 from ..kd import get_method
 from ..kd.base import Batch, Outputs, PairContext, Paper
 from ..models.outputs import TapSpecs, forward_outputs
+from ..models.sequence import is_sequence, is_text_shape
 from ..speed import TeacherCache
 from .base import RunContext, Scheme, register_scheme
 from .init_stage import run_init_stages
@@ -55,7 +56,8 @@ def measure_pair(student, teacher, s_specs, t_specs, ctx: RunContext, config) ->
     (s_st, s_emb, s_att), (t_st, t_emb, t_att) = tap_shapes(student, s_specs, x), tap_shapes(teacher, t_specs, x)
     return PairContext(s_st, t_st, s_emb, t_emb, ctx.dataset.num_classes, len(ctx.dataset.train),
                        ctx.epochs, ctx.steps_per_epoch,
-                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att)
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att,
+                       is_sequence(student))
 
 
 @lru_cache(maxsize=64)
@@ -72,7 +74,8 @@ def dry_pair(config, student: str, teacher: str, shape: tuple[int, int, int], nu
     s_st, s_emb, s_att = _zoo_tap_shapes(student, num_classes, tuple(shape), tuple(config.student_stages or ()) or None)
     t_st, t_emb, t_att = _zoo_tap_shapes(teacher, num_classes, tuple(shape), tuple(config.teacher_stages or ()) or None)
     return PairContext(s_st, t_st, s_emb, t_emb, num_classes, config.n_train or 0, config.epochs or 1, 1,
-                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att)
+                       tuple(tuple(p) for p in config.stage_pairs) if config.stage_pairs else None, s_att, t_att,
+                       is_text_shape(shape))
 
 
 def union_needs(methods) -> frozenset[str]:

@@ -41,6 +41,7 @@ SLOW["deit"] = ({"student": "deit_tiny_p2"}, {}, "epoch", "store")   # its stude
 _TEXT = {"dataset": "pydoc", "student": "gpt_1x32"}
 SLOW["seqkd"] = (_TEXT, {}, "log:seqkd: the teacher writes", "store")
 SLOW["onpolicy"] = (_TEXT | {"methods": ["gkd"]}, {}, "epoch", "store")
+SLOW["minillm"] = (_TEXT, {}, "epoch", "store")   # samples in its step loop
 DEFAULT = ({}, {}, "epoch", "store")
 
 

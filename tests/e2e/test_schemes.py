@@ -75,8 +75,9 @@ TINY = dict(dataset="digits", n_train=120, epochs=1, teacher_epochs=1, student="
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_lists_every_scheme_with_paper_equation_and_hparams(capsys):
-    # deit (a ViT student): tests/e2e/test_deit.py; seqkd and onpolicy (language models): tests/e2e/test_lm.py
-    assert set(ALL) | {"offline", "deit", "seqkd", "onpolicy"} == set(list_schemes())
+    # deit (a ViT student): tests/e2e/test_deit.py; seqkd and onpolicy (language models): tests/e2e/test_lm.py;
+    # minillm: tests/e2e/test_minillm.py
+    assert set(ALL) | {"offline", "deit", "seqkd", "onpolicy", "minillm"} == set(list_schemes())
     for key in list_schemes():
         d = get_scheme(key).describe()
         assert d["category"] in ("offline", "online", "self", "algorithm"), key

@@ -147,3 +147,38 @@ def test_plain_sequential_with_explicit_taps():
     assert torch.equal(feats["1"], torch.relu(feats["1:in"]))
     assert feats["3"].shape == (2, 4)
     assert [t.shape for t in feats.ordered()] == [(2, 4, 8, 8), (2, 4, 8, 8), (2, 4)]
+
+
+def _hooked_linear_conv_flops(model, example):
+    """2 x MACs of the Conv2d and Linear modules alone, counted by forward hooks (the counter before attention)."""
+    total = []
+
+    def hook(m, inp, out):
+        k = m.in_features if isinstance(m, torch.nn.Linear) else \
+            (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        total.append(2 * out.numel() * k)
+    hs = [m.register_forward_hook(hook) for m in model.modules()
+          if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    with torch.no_grad():
+        model.eval()(example)
+    for h in hs:
+        h.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_1", "MobileNetV2", "vit_tiny_p2", "vit_small_p4"])
+def test_flops_count_attention_products(name):
+    """CNNs: the operator count equals the Conv2d/Linear hook count. ViTs: it adds QK^T and attention @ V,
+    2 * N^2 * C each per block (N tokens with the class token, C the width) -- 3x the linear layers' cost on
+    vit_tiny_p2 at 32 px, which the module hooks missed."""
+    from explorer.models.flops import count_flops
+    from explorer.models.registry import create_model
+    model = create_model(name, num_classes=10, in_channels=3, image_size=32)
+    example = torch.zeros(1, 3, 32, 32)
+    hooked = _hooked_linear_conv_flops(model, example)
+    if not name.startswith("vit"):
+        assert count_flops(model, example) == hooked
+        return
+    n_tokens = (32 // model.patch) ** 2 + 1
+    attention = len(model.blocks) * 2 * (2 * n_tokens ** 2 * model.dim)
+    assert count_flops(model, example) == hooked + attention

@@ -104,6 +104,8 @@ def test_cached_generation_equals_plain_greedy_decoding():
     ({"dataset": "digits", "scheme": "seqkd"}, "scheme"),
     ({"dataset": "pydoc", "scheme": "onpolicy", "methods": "none"}, "methods"),
     ({"dataset": "pydoc", "scheme": "onpolicy", "methods": "rkd"}, "methods[0]"),
+    ({"dataset": "pydoc", "methods": "crd"}, "methods[0]"),    # one memory-bank row per window, not per token
+    ({"dataset": "pydoc", "methods": "kd+rkd"}, "methods[1]"),  # cubic in the batch's token rows
     ({"dataset": "pydoc", "probe_epochs": [0, 1]}, "probe_epochs"),
 ])
 def test_text_runs_refuse_what_needs_images(config, field):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from explorer import tune
+from explorer import tune, tune_space
 from explorer.config import RunConfig
 from explorer.data import load_dataset
 from explorer.data import loader
@@ -77,16 +77,16 @@ def test_split_rows():
 
 
 def test_candidates_and_rungs():
-    c = tune.candidates("at")
+    c = tune_space.candidates("at")
     assert c[0] == {"weight": 1000.0, "params": {"p": 2}}                   # the benchmark's values first
     assert {x["weight"] for x in c} >= {100.0, 10000.0, 10.0}               # log-scaled weights
     assert all(1 <= x["params"]["p"] <= 4 for x in c)
-    d = tune.candidates("dml")
+    d = tune_space.candidates("dml")
     assert all(x["weight"] is None and "kl_weight" in x["params"] for x in d)   # a scheme's weight is its own param
-    assert tune.rung_sizes(12, 2, 6) == [4, 2] and tune.rung_sizes(12, 3, 6) == [3, 2, 1]
-    assert tune.rung_sizes(12, 2, 1) == [1, 1]
+    assert tune_space.rung_sizes(12, 2, 6) == [4, 2] and tune_space.rung_sizes(12, 3, 6) == [3, 2, 1]
+    assert tune_space.rung_sizes(12, 2, 1) == [1, 1]
     with pytest.raises(ConfigError, match="not allowed"):
-        tune.kind_of("nope")
+        tune_space.kind_of("nope")
 
 
 def _entry(**kw):
@@ -173,7 +173,17 @@ def test_the_shipped_tuned_files_are_valid_and_consistent(monkeypatch):
         data = load_tuned(path.stem)
         for kind in ("methods", "schemes"):
             for key, e in data[kind].items():
+                if e.get("not_tuned"):   # why this key has no values here: nothing to check against trials
+                    assert e["weight"] is None and e["params"] == {} and "trials" not in e, (path.name, key)
+                    continue
                 seeds = e["protocol"]["seeds"]
+                if e["protocol"].get("score") == "val_ppl":   # a text dataset: scored on perplexity, lower is better
+                    full = [t for t in e["trials"] if len(t["val_ppl"]) == len(seeds)]
+                    assert full and e["val_ppl"] == min(t["mean"] for t in full), (path.name, key)
+                    assert e["val_ppl"] <= e["benchmark"]["val_ppl"] or len(e["trials"][0]["val_ppl"]) < len(seeds)
+                    chosen = next(t for t in full if t["mean"] == e["val_ppl"])
+                    assert (chosen["weight"], chosen["params"]) == (e["weight"], e["params"]), (path.name, key)
+                    continue
                 full = [t for t in e["trials"] if len(t["val_acc"]) == len(seeds)]
                 assert full and e["val_acc"] == max(t["mean"] for t in full), (path.name, key)
                 if len(e["trials"][0]["val_acc"]) == len(seeds):   # the benchmark's values ran every seed too
@@ -182,3 +192,14 @@ def test_the_shipped_tuned_files_are_valid_and_consistent(monkeypatch):
                 assert (chosen["weight"], chosen["params"]) == (e["weight"], e["params"]), (path.name, key)
                 assert e["same_as_benchmark"] == ((e["weight"], e["params"]) ==
                                                   (e["benchmark"]["weight"], e["benchmark"]["params"]))
+
+
+def test_the_digits_file_covers_every_method_and_scheme(monkeypatch):
+    """Issue 14: data/tuned/digits.yaml has an entry for every method and scheme -- tuned values, or a `not_tuned`
+    note saying why there are none (nothing of its own to tune, a text scheme)."""
+    from explorer.kd import list_methods
+    from explorer.schemes import list_schemes
+    monkeypatch.delenv("KD_EXPLORER_TUNED_DIR")
+    data = load_tuned("digits")
+    assert set(data["methods"]) == set(list_methods())
+    assert set(data["schemes"]) == set(list_schemes()) - {"offline"}
