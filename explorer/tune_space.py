@@ -27,7 +27,7 @@ SPACE_SCHEMES = {
     "tfkd": ("multiplier", "correct_prob"), "pskd": (None, "alpha_T"),
     "mtkd_avg": ("kd_weight", "temperature"), "adversarial": ("adv_weight", None),
     "dafl": ("ie_weight", "g_lr"), "deepinversion": ("bn_weight", "lr"), "camkd": ("kd_weight", "temperature"),
-    "deit": ("alpha", "tau"),
+    "deit": ("alpha", "tau"), "minillm": ("lm_coef", "alpha"),
 }
 # schemes with no value of their own to search, and why (the tuned file records the reason as `not_tuned`)
 NOTHING_OF_ITS_OWN = {
