@@ -58,11 +58,11 @@ def form_state(config: Mapping) -> dict[str, Any]:
     if cfg.defaults:
         s[K + "defaults"] = cfg.defaults
     for m in cfg.methods:
-        shown = effective_values(cfg.dataset, "methods", m.key, cfg.defaults)
+        shown = effective_values(cfg.dataset, "methods", m.key, cfg.defaults, cfg)
         s[f"{K}w.{m.key}"] = float(shown["weight"] if m.weight is None else m.weight)
         for h in get_method(m.key).hparams:
             s[f"{K}hp.{m.key}.{h.name}"] = m.params.get(h.name, shown["params"][h.name])
-    shown = effective_values(cfg.dataset, "schemes", cfg.scheme, cfg.defaults)["params"]
+    shown = effective_values(cfg.dataset, "schemes", cfg.scheme, cfg.defaults, cfg)["params"]
     for h in get_scheme(cfg.scheme).hparams:
         s[f"{K}sp.{cfg.scheme}.{h.name}"] = cfg.scheme_params.get(h.name, shown[h.name])
     s = {k: v for k, v in s.items() if v is not None}

@@ -140,3 +140,19 @@ def test_text_trials_are_ranked_on_perplexity_lower_first_and_a_diverged_seed_is
     assert tune.score_of("text") == "val_ppl" and tune.score_of("image") == "val_acc"
     assert sorted([bench, better, diverged], key=lambda t: tune._rank(t, "val_ppl")) == [better, bench, diverged]
     assert sorted([bench, {"val_ppl": {0: 51.1, 1: 49.0}}], key=lambda t: tune._rank(t, "val_ppl"))[0] is bench
+
+
+def test_the_forms_prefill_leaves_out_an_entry_tuned_on_another_pair(tmp_path, monkeypatch):
+    """A preset's prefill (app/form.py form_state) shows what the run will get: an entry tuned with another teacher
+    fills the widget only for a run of that teacher, as apply_defaults fills the run."""
+    import yaml
+
+    from explorer.app.form import K, form_state
+    from explorer.resources import ROOT
+    data = yaml.safe_load((ROOT / "data" / "tuned" / "digits.yaml").read_text())
+    data["methods"]["at"] = dict(data["methods"]["at"], weight=10.0, pair={"teacher": "cnn_small"})
+    (tmp_path / "digits.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("KD_EXPLORER_TUNED_DIR", str(tmp_path))
+    other = form_state({"dataset": "digits", "methods": [{"key": "at"}]})                 # default teacher
+    own = form_state({"dataset": "digits", "teacher": "cnn_small", "methods": [{"key": "at"}]})
+    assert other[f"{K}w.at"] == 1000.0 and own[f"{K}w.at"] == 10.0
