@@ -81,7 +81,7 @@ class MiniLM(Method):
                   "distribution over the keys, summed over the keys and averaged over heads and query tokens "
                   "(1 / (A_h |x|)) and over the batch; the value relations use each model's own head width d_k; "
                   "L_AT + L_VR unweighted, last block to last block")
-    notes = ("Needs transformers that declare kd_attention and kd_values (the zoo's vit_* models), with the same "
+    notes = ("Needs transformers that declare kd_attention and kd_values (the zoo's vit_* models, timm ViTs), with the same "
              "number of heads and the same number of tokens (patch grid and class/distillation tokens): other pairs "
              "are refused with a message saying which differs, at the first step. Hidden widths and depths may differ. "
              "The paper distils task-agnostically during pre-training; here the loss is added to the student's CE.")

@@ -13,8 +13,10 @@ Taps come from timm's own metadata: kd_stages = kd_preact = the modules of `mode
 stages; ViTs: every block, with kd_prefix_tokens = model.num_prefix_tokens so token taps become (B, C, h, w)
 maps), kd_embedding = the input of the classifier (the pooled pre-logits feature), kd_classifier = the
 classifier. In ViT-style models whose blocks use timm's `Attention`, fused attention is switched off so that
-the softmax probabilities pass through `attn_drop`, which is then the attention tap (kd_attention; values are
-not a module output there, so kd_values stays empty).
+the softmax probabilities pass through `attn_drop`, which is then the attention tap (kd_attention). The values are
+no module's output there, so each Attention's `qkv` gets a child `kd_values` (an nn.Identity, no parameters: the
+state dict is timm's) that a forward hook on `qkv` passes the value slice through (kd_values), and MiniLM reads
+timm ViTs as it reads the zoo's.
 
 Pretrained weights are never downloaded: they are loaded only from the Hugging Face cache (HF_HUB_CACHE, else
 HF_HOME/hub, else ~/.cache/huggingface/hub) or torch.hub's checkpoints folder (TORCH_HOME/hub/checkpoints).
@@ -27,6 +29,8 @@ import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from torch import nn
 
 PREFIX = "timm:"
 INSTALL = ("timm models need timm and a torchvision built for the installed torch: `scripts/setup.sh --timm` "
@@ -186,9 +190,22 @@ def declare_taps(model):
         model.kd_prefix_tokens = int(model.num_prefix_tokens)
         attention = [n for n, m in modules.items() if type(m) is Attention]
         for n in attention:
-            modules[n].fused_attn = False   # probabilities are then computed and pass through attn_drop
+            attn = modules[n]
+            attn.fused_attn = False   # probabilities are then computed and pass through attn_drop
+            if not hasattr(attn.qkv, "kd_values"):
+                attn.qkv.kd_values, attn.qkv.kd_heads = nn.Identity(), attn.num_heads
+                attn.qkv.register_forward_hook(_emit_values)
         model.kd_attention = [f"{n}.attn_drop" for n in attention]
+        model.kd_values = [f"{n}.qkv.kd_values" for n in attention]
     return model
+
+
+def _emit_values(qkv, inputs, out):
+    """timm's Attention splits qkv's output (B, N, 3C) into q, k, v per head; v, (B, heads, N, d_head), passes
+    through qkv.kd_values so a tap sees it. A module-level function reading only `qkv`: a deep copy's hook serves
+    the copy. Returns None: qkv's output is unchanged."""
+    b, n, _ = out.shape
+    qkv.kd_values(out.reshape(b, n, 3, qkv.kd_heads, -1).permute(2, 0, 3, 1, 4)[2])
 
 
 def describe(name: str) -> str:

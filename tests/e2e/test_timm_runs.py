@@ -55,3 +55,16 @@ def test_a_timm_teacher_is_trained_and_distilled_from():
     teacher = [t for t in store.list_runs() if t["config"]["role"] == "teacher"]
     assert len(teacher) == 1 and teacher[0]["config"]["student"] == "timm:resnet10t"
     assert teacher[0]["status"] == "completed" and r["summary"]["teacher_acc"] is not None
+
+
+def test_minilm_distils_one_timm_vit_into_another_through_its_attention_and_value_taps():
+    vit = "timm:vit_tiny_patch16_224?patch_size=4&depth=2"
+    store = Store()
+    out = run(RunConfig(teacher=vit, student=vit, methods="minilm", teacher_epochs=1, optimizer="adamw", lr=1e-3,
+                        **TINY), store=store)
+    r = store.get_run(out["run_id"])
+    assert r["status"] == "completed", r.get("message")
+    df = store.metrics_df(r["id"])
+    terms = df[df["name"].str.startswith("train/minilm")]
+    # both terms, computed from both models' attention and value taps
+    assert set(terms["name"]) == {"train/minilm_at", "train/minilm_vr"} and (terms["value"] > 0).all()

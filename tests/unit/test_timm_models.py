@@ -89,6 +89,7 @@ def test_a_timm_vit_taps_blocks_as_token_maps_and_its_attention():
     model = create_model(VIT, num_classes=10, in_channels=1, image_size=8).eval()
     assert model.kd_stages == ["blocks.0", "blocks.1"] and model.kd_prefix_tokens == model.num_prefix_tokens == 1
     assert model.kd_attention == ["blocks.0.attn.attn_drop", "blocks.1.attn.attn_drop"]
+    assert model.kd_values == ["blocks.0.attn.qkv.kd_values", "blocks.1.attn.qkv.kd_values"]
     x = torch.randn(2, 1, 8, 8)
     raw = {}
     hook = model.blocks[1].register_forward_hook(lambda m, i, o: raw.update(tokens=o))
@@ -100,6 +101,8 @@ def test_a_timm_vit_taps_blocks_as_token_maps_and_its_attention():
     with torch.no_grad():
         assert torch.allclose(out.embedding, model.forward_head(model.forward_features(x), pre_logits=True))
     assert [a.shape for a in out.attentions] == [(2, 3, 5, 5)] * 2
+    values = forward_outputs(model, x, {"values"}, TapSpecs.of(model)).values
+    assert [v.shape for v in values] == [(2, 3, 5, 64)] * 2
 
 
 @needs_timm
@@ -123,9 +126,14 @@ def test_fused_attention_off_leaves_the_outputs_and_the_tap_is_the_softmax_proba
     assert torch.allclose(after, before, atol=1e-5) and torch.allclose(block_after, block_before, atol=1e-5)
     attn = model.blocks[0].attn
     b, n, c = seen["x"].shape
-    q, k, _ = attn.qkv(seen["x"]).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    with torch.no_grad(), tap(model, model.kd_values) as values:
+        model(x)
+    q, k, v = attn.qkv(seen["x"]).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
     want = (q * attn.scale @ k.transpose(-2, -1)).softmax(-1)           # timm's Attention, written out
     assert torch.allclose(feats["blocks.0.attn.attn_drop"], want, atol=1e-5)
+    assert torch.allclose(values["blocks.0.attn.qkv.kd_values"], v, atol=1e-5)   # (B, heads, N, d_head)
+    assert set(model.state_dict()) == set(timm.create_model("vit_tiny_patch16_224", patch_size=4, depth=2, img_size=8,
+                                                              in_chans=1, num_classes=10).state_dict())
 
 
 @pytest.fixture
