@@ -21,9 +21,10 @@ class Registry(Generic[T]):
         self._key = key
         self._describe = describe
         self._package = package        # discovered on first read: every module of it is imported
-        self._order = order            # sort key of listings; ties keep registration order
+        self._order = order            # sort key of listings; ties keep the package's module order
         self._entries: dict[str, T] = {}
         self._discovered = package is None
+        self._modules: dict[str, int] = {}   # the package's modules, in discovery order
 
     def register(self, entry: T) -> T:
         """Add an entry (usable as a class decorator); a key registered twice is an error."""
@@ -40,12 +41,17 @@ class Registry(Generic[T]):
         pkg = importlib.import_module(self._package)
         for info in pkgutil.iter_modules(pkg.__path__):
             if not info.name.startswith("_"):
+                self._modules[f"{self._package}.{info.name}"] = len(self._modules)
                 importlib.import_module(f"{self._package}.{info.name}")
 
     def _sorted(self) -> list[T]:
+        """Entries by the order key, then by the module that defines them in discovery order, then as registered:
+        the same listing whichever module happened to be imported first (a test, the app, a script); entries
+        from outside the package (a user's own file) come after the package's."""
         self._discover()
-        entries = list(self._entries.values())
-        return sorted(entries, key=self._order) if self._order else entries
+        rank = lambda e: self._modules.get(getattr(e, "__module__", ""), len(self._modules))   # noqa: E731
+        key = (lambda e: (self._order(e), rank(e))) if self._order else rank
+        return sorted(self._entries.values(), key=key)
 
     def get(self, key: str) -> T:
         self._discover()
