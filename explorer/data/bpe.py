@@ -61,6 +61,14 @@ def _merge(ids: np.ndarray, word: np.ndarray, left: int, right: int, new: int) -
     return ids[keep], word[keep]
 
 
+def check_characters(text: str, index: dict, unknown: int | None) -> None:
+    """Both tokenizers' rule: with no unknown token, a character outside the vocabulary is refused, naming it."""
+    if unknown is None:
+        missing = set(text) - index.keys()
+        if missing:
+            raise ValueError(f"characters outside the vocabulary: {''.join(sorted(missing))[:20]!r}")
+
+
 class BPETokenizer:
     """Text <-> token ids: base characters `vocab` (sorted, as CharTokenizer's) plus learnt merges.
 
@@ -117,10 +125,7 @@ class BPETokenizer:
         return len(self._tokens)
 
     def encode(self, text: str) -> torch.Tensor:
-        if self.unknown is None:
-            missing = set(text) - self.index.keys()
-            if missing:
-                raise ValueError(f"characters outside the vocabulary: {''.join(sorted(missing))[:20]!r}")
+        check_characters(text, self.index, self.unknown)
         ids, word, order = _words(text, self.index, self.unknown)
         for (left, right), new in zip(self.merges, self._made):
             ids, word = _merge(ids, word, left, right, new)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..resources import ROOT
-from .bpe import BPETokenizer
+from .bpe import BPETokenizer, check_characters
 from .loader import VAL_FRACTION, text_val_windows
 from .raw import DatasetFormatError, DatasetNotFoundError, RawData
 from .registry import DATASETS, DatasetSpec, register_dataset
@@ -65,10 +65,7 @@ class CharTokenizer:
         return len(self.vocab)
 
     def encode(self, text: str) -> torch.Tensor:
-        if self.unknown is None:
-            missing = set(text) - self.index.keys()
-            if missing:
-                raise ValueError(f"characters outside the vocabulary: {''.join(sorted(missing))[:20]!r}")
+        check_characters(text, self.index, self.unknown)
         return torch.tensor([self.index.get(ch, self.unknown) for ch in text], dtype=torch.int64)
 
     def decode(self, ids) -> str:

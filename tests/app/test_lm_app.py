@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.config import RunConfig
-from explorer.engine import run
+from support.lm import run_forward_and_reverse_kl
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(dataset="pydoc", n_train=32, epochs=1, batch_size=16, optimizer="adamw")
@@ -17,9 +16,7 @@ def lm_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("lm_app")
     mp = pytest.MonkeyPatch()
     mp.setenv("KD_EXPLORER_HOME", str(home))
-    for name, methods in (("fkl", [{"key": "kd", "params": {"temperature": 1.0}}]), ("rkl", [{"key": "rkl"}])):
-        r = run(RunConfig.from_dict(dict(TINY, name=name, methods=methods)))
-        assert r["status"] == "completed"
+    run_forward_and_reverse_kl(TINY)
     yield home
     mp.undo()
 

@@ -34,6 +34,15 @@ ANALYSIS = ["Attention_maps", "Feature_similarity", "Relation_matrices", "Logits
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def launch_chromium(p):
+    """Debian's Chromium, headless, with no background connections (this machine's network is closed)."""
+    return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,9 +111,7 @@ def click_through(server) -> dict:
     ARTIFACTS.mkdir(exist_ok=True)
     timings = {"health_s": round(health_s, 2)}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
@@ -169,9 +176,7 @@ def test_a_new_browser_context_shows_a_running_run_and_cancels_it(server):
         return int(m.group(1))
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})   # no session of its own
             page = context.new_page()
@@ -245,9 +250,7 @@ def test_no_figure_text_overlaps_and_no_equation_is_cut_off(server):
         assert Trainer(cfg, store).run()["status"] == "completed"
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             for width, height in ((1400, 1000), (1000, 800)):
                 page = browser.new_context(viewport={"width": width, "height": height}).new_page()
@@ -283,9 +286,7 @@ def test_a_zipped_image_folder_uploaded_in_the_browser_fills_the_data_folder(ser
     url, _ = server
     home = Path(os.environ["KD_EXPLORER_HOME"])            # the server's (tmp_path/"home", as the fixture's)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(f"{url}/Train")

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, REPO, TEXT_BOXES_JS, _no_errors, server, sync_playwright  # noqa: F401
+from test_browser import (ARTIFACTS, REPO, TEXT_BOXES_JS, _no_errors, launch_chromium, server,  # noqa: F401
+                          sync_playwright)
 
 pytestmark = pytest.mark.browser
 
@@ -30,9 +31,7 @@ def test_the_attention_page_shows_teacher_and_student_rollout(server):  # noqa: 
     for cfg in cfgs:
         assert Trainer(cfg, store).run()["status"] == "completed"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/Attention_maps")
