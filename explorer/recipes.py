@@ -100,8 +100,7 @@ def _check_scheme_config(cfg: RunConfig) -> None:
 
 # schemes that cannot run on token windows: they make or transform images (dafl, deepinversion, crossmodal), use an
 # image model's class token or pooled classifier (deit, one, byot) or keep one prediction per image (cskd, pskd).
-# offline, seqkd, onpolicy, minillm, dml, kdcl, tfkd, adversarial, takd, mtkd_avg and camkd run on text (each tried
-# on pydoc).
+# Every other scheme runs on text (each tried on pydoc); the refusal lists them from the registry.
 IMAGE_ONLY_SCHEMES = ("dafl", "deepinversion", "crossmodal", "deit", "one", "byot", "cskd", "pskd")
 MAP_NEEDS = frozenset({"stages", "preact"})   # image feature maps (B, C, H, W); text stages are (B, T, C) tokens
 
@@ -131,9 +130,10 @@ def _check_modality(cfg: RunConfig) -> None:
     if not text or cfg.role != "distill":
         return
     if cfg.scheme in IMAGE_ONLY_SCHEMES:
+        text_schemes = [s for s in SCHEMES.list() if s not in IMAGE_ONLY_SCHEMES]
         raise ConfigError("scheme", f"{cfg.scheme} is for images (it makes or transforms them, splits an image model "
-                          f"or keeps one prediction per image) and {cfg.dataset} is text; choose offline, seqkd, "
-                          "onpolicy, minillm, dml, kdcl, tfkd, adversarial, takd, mtkd_avg or camkd")
+                          f"or keeps one prediction per image) and {cfg.dataset} is text; choose "
+                          f"{', '.join(text_schemes[:-1])} or {text_schemes[-1]}")
     from .models.sequence import TOKEN_ROW_REFUSED, TOKEN_STATE_METHODS
     for i, term in enumerate(cfg.methods):
         if term.key in TOKEN_ROW_REFUSED:
