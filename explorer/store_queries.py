@@ -195,7 +195,12 @@ def records(runs: list[dict]) -> list[dict]:
     utc = datetime.timezone.utc
     for row in rows:
         if row["created"] is not None:
-            row["created"] = datetime.datetime.fromtimestamp(row["created"], utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+            # pandas' float-seconds rule (whole seconds, then the fraction rounded to ns, truncated to ms):
+            # fromtimestamp rounds to µs first and disagreed with it on ~1 row in 2,300
+            whole = int(row["created"])
+            ms = (whole * 10**9 + int(round(row["created"] - whole, 9) * 1e9)) // 10**6
+            stamp = datetime.datetime.fromtimestamp(ms // 1000, utc).strftime("%Y-%m-%dT%H:%M:%S")
+            row["created"] = f"{stamp}.{ms % 1000:03d}"
         for k in keys:
             v = row.get(k)
             row[k] = None if isinstance(v, float) and not math.isfinite(v) else v
