@@ -42,7 +42,8 @@ STRUCTURED = {"names": "a list of module names, e.g. [layer1, layer2, layer3]",
               "pairs": "a list of [student_stage, teacher_stage] index pairs, e.g. [[1, 1], [2, 3]]",
               "mapping": "a mapping of names to values",
               "methods": "a list of methods, e.g. [kd, at] or [{key: kd, weight: 0.9}]",
-              "device": "auto, cpu, cuda, cuda:N or mps"}
+              "device": "auto, cpu, cuda, cuda:N or mps",
+              "auto_number": "auto or a number greater than 0"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,12 @@ class HParam:
             ok = isinstance(value, str) and (value in ("auto", "cpu", "cuda", "mps") or
                                              (value.startswith("cuda:") and value[5:].isdigit()))
             return None if ok else f"{value!r} is not a device; choose {STRUCTURED['device']}"
+        if k == "auto_number":   # "auto", or a positive number (a text box gives it as a string)
+            try:
+                ok = value == "auto" or (not isinstance(value, bool) and 0 < float(value) < math.inf)
+            except (TypeError, ValueError):
+                ok = False
+            return None if ok else f"must be {STRUCTURED['auto_number']}, got {value!r}"
         if k == "names":
             ok = isinstance(value, list) and value and all(isinstance(s, str) and s for s in value)
             return None if ok else f"must be a non-empty {STRUCTURED['names'][2:]}"

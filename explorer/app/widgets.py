@@ -96,7 +96,7 @@ def figures_zip_button() -> None:
 
 # ---------------------------------------------------------------------- widgets from specs
 def _help(h: HParam, note: str = "") -> str | None:
-    rng = h.range_text() if h.kind in ("int", "float", "str") else ""
+    rng = h.range_text() if h.kind in ("int", "float", "str", "auto_number") else ""
     return " · ".join(p for p in (h.help, rng, note) if p) or None
 
 

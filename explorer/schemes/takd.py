@@ -39,7 +39,7 @@ class TAKD(KeepsFrozen, Offline):
         HParam("assistant_epochs", 0, 0, 10_000, "epochs of the assistant's distillation; 0 = the run's epochs"),
         HParam("assistant_temperature", "auto", None, None,
                "T of the assistant's KD; auto = the run's kd temperature when the run distils with kd (the paper "
-               "trains assistant and student with the same KD loss), else 4"),
+               "trains assistant and student with the same KD loss), else 4", kind="auto_number"),
     )
     needs_teacher = True
     uses_methods = True

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from support.browser import CHROMIUM, launch_chromium
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("needs /usr/bin/chromium", allow_module_level=True)
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
@@ -32,15 +33,6 @@ HEALTH_BUDGET_S = float(os.environ.get("KD_EXPLORER_HEALTH_BUDGET_S", 5))
 PRESET_BUDGET_S = float(os.environ.get("KD_EXPLORER_PRESET_BUDGET_S", 60))
 ANALYSIS = ["Attention_maps", "Feature_similarity", "Relation_matrices", "Logits_and_calibration", "Embeddings"]
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
-
-
-def launch_chromium(p):
-    """Debian's Chromium, headless, with no background connections (this machine's network is closed)."""
-    return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
 def free_port() -> int:

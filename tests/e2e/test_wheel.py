@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 
 from explorer import resources
+from support.browser import CHROMIUM, launch_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 SKIP_TOP = {".venv", ".git", "build", "dist", "test-artifacts", ".pytest_cache", ".hypothesis", "tests"}
 
 
@@ -180,8 +180,7 @@ def _every_page_in_a_browser(url: str):
     Each page must keep its URL, show a title and no error (a missing page is caught: the last check)."""
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page()
 

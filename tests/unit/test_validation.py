@@ -156,6 +156,20 @@ def test_errors_list_the_allowed_values():
     assert resolve({"lr": 10**3}).lr == 1000   # a big-but-allowed integer is fine
 
 
+@pytest.mark.parametrize("value,ok", [("auto", True), (2, True), (0.5, True), ("2", True), (0, False),
+                                      (-1, False), ("abc", False), (True, False), (math.inf, False), ("", False)])
+def test_takd_assistant_temperature_is_auto_or_a_positive_number_when_resolved(value, ok):
+    """A number from --param or YAML is accepted (it was refused as 'not a string'); a word that is not
+    auto is refused before launch (it failed inside the run's first step)."""
+    config = {"scheme": "takd", "methods": ["kd"], "scheme_params": {"assistant_temperature": value}}
+    if ok:
+        assert resolve(config).scheme_params["assistant_temperature"] == value
+    else:
+        with pytest.raises(ConfigError, match="auto or a number greater than 0") as e:
+            resolve(config)
+        assert e.value.field == "scheme_params.assistant_temperature"
+
+
 @pytest.mark.parametrize("argv,field", [
     (["--epochs", "-1"], "epochs"),
     (["--method", "nosuch"], "methods[0].key"),
